@@ -1,0 +1,76 @@
+"""Test sessions: one per package (installed alone), integration, typecheck, lint.
+
+Every install goes through `.ci/constraints.txt`, which pins the CPU build of torch.
+Run everything with `nox`, or one session with `nox -s arcdata`; extra arguments go to
+pytest (`nox -s arcdata -- -m "not slow"`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = str(ROOT / ".ci" / "constraints.txt")
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.error_on_missing_interpreters = True
+
+# Each package with the local packages it depends on (installed from this checkout,
+# never from an index), in dependency order.
+LOCAL_DEPENDENCIES: dict[str, list[str]] = {
+    "arc-data": [],
+}
+
+
+def _install(session: nox.Session, *requirements: str, editable: bool = False) -> None:
+    args = ["-c", CONSTRAINTS]
+    for requirement in requirements:
+        args += ["-e", requirement] if editable else [requirement]
+    session.install(*args)
+
+
+def _test_package(session: nox.Session, package: str) -> None:
+    """Install one package (non-editable, with its test extra) and run its tests."""
+    local = [f"./packages/{dep}" for dep in LOCAL_DEPENDENCIES[package]]
+    _install(session, *local, f"./packages/{package}[test]")
+    import_name = package.replace("-", "_")
+    session.run("pytest", f"tests/{import_name}", *session.posargs)
+
+
+@nox.session
+def arcdata(session: nox.Session) -> None:
+    """arc-data alone: readers, augmentation, store build and samplers."""
+    _test_package(session, "arc-data")
+
+
+def _all_packages_editable(session: nox.Session) -> None:
+    _install(
+        session,
+        *[f"./packages/{package}[test]" for package in LOCAL_DEPENDENCIES],
+        editable=True,
+    )
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """All packages together: CLIs end to end and cross-package seams."""
+    _all_packages_editable(session)
+    session.run("pytest", "tests/integration", *session.posargs)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over every package, the tests, the tools and this file."""
+    _all_packages_editable(session)
+    _install(session, "mypy", "nox")
+    session.run("mypy")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the whole repository."""
+    _install(session, "ruff")
+    session.run("ruff", "check", ".")
