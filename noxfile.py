@@ -22,6 +22,8 @@ nox.options.error_on_missing_interpreters = True
 # never from an index), in dependency order.
 LOCAL_DEPENDENCIES: dict[str, list[str]] = {
     "arc-data": [],
+    "trm-model": [],
+    "jd-splits": [],
 }
 
 
@@ -44,6 +46,18 @@ def _test_package(session: nox.Session, package: str) -> None:
 def arcdata(session: nox.Session) -> None:
     """arc-data alone: readers, augmentation, store build and samplers."""
     _test_package(session, "arc-data")
+
+
+@nox.session
+def trmmodel(session: nox.Session) -> None:
+    """trm-model alone: the Tiny Recursive Model, its ACT carry and loss head."""
+    _test_package(session, "trm-model")
+
+
+@nox.session
+def jdsplits(session: nox.Session) -> None:
+    """jd-splits alone: loss splits, the JD step, the batched UPGrad projector."""
+    _test_package(session, "jd-splits")
 
 
 def _all_packages_editable(session: nox.Session) -> None:
