@@ -1,0 +1,241 @@
+"""Batches for training (group-shuffled epochs) and for evaluation (sequential, padded).
+
+Training, per epoch: shuffle the groups (one group = one original task with all its
+versions); for each group pick one version at random and add its examples in random
+order until the global batch is full (a puzzle that does not fit is cut); drop the last
+incomplete batch. In DDP each rank takes its contiguous slice of every global batch, so
+all ranks must build the sampler with the same seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from arc_data._encoding import IGNORE_LABEL, PAD
+from arc_data._store import Split, TokenArray
+
+
+@attrs.frozen
+class Batch:
+    """Model-ready arrays. Padding rows (test split) have identifier 0, PAD inputs,
+    ignored labels and example index -1."""
+
+    inputs: npt.NDArray[np.int32]  # [b, seq_len] tokens
+    labels: npt.NDArray[np.int32]  # [b, seq_len] tokens, IGNORE_LABEL where ignored
+    puzzle_identifiers: npt.NDArray[np.int32]  # [b]
+    example_indices: npt.NDArray[np.int64]  # [b] index into the split, -1 for padding
+
+    def __len__(self) -> int:
+        return len(self.puzzle_identifiers)
+
+
+def make_batch(
+    split: Split, examples: npt.NDArray[np.int64], *, pad_to: int | None = None
+) -> Batch:
+    """Read `examples` of `split` into a `Batch`, padded with blank rows up to `pad_to`."""
+    inputs, labels = split.read(examples)
+    identifiers = split.identifiers_of(examples).astype(np.int32)
+    indices = np.asarray(examples, dtype=np.int64)
+    missing = 0 if pad_to is None else pad_to - len(indices)
+    if missing > 0:
+        seq_len = inputs.shape[1]
+        inputs = np.concatenate([inputs, np.full((missing, seq_len), PAD, np.uint8)])
+        labels = np.concatenate([labels, np.full((missing, seq_len), PAD, np.uint8)])
+        identifiers = np.concatenate([identifiers, np.zeros(missing, np.int32)])
+        indices = np.concatenate([indices, np.full(missing, -1, np.int64)])
+    return Batch(
+        inputs=inputs.astype(np.int32),
+        labels=_labels(labels),
+        puzzle_identifiers=identifiers,
+        example_indices=indices,
+    )
+
+
+def _labels(tokens: TokenArray) -> npt.NDArray[np.int32]:
+    return np.where(tokens == PAD, IGNORE_LABEL, tokens.astype(np.int32)).astype(np.int32)
+
+
+class TrainSampler:
+    """Endless iterator of training batches (this rank's slice of each global batch).
+
+    Deterministic from `seed`: epoch `e` is planned from its own generator, so the
+    position (`state_dict`: epoch and batch within it) is enough to resume exactly.
+
+    `weights` (one non-negative float per puzzle identifier) switches on failure-weighted
+    sampling: each epoch then draws as many groups as there are, with replacement and in
+    proportion to the mean weight of their versions, and picks the version within a
+    group in proportion to its weight. New weights (`set_weights`) apply from the next
+    epoch on.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        global_batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        weights: npt.NDArray[np.floating[Any]] | None = None,
+    ) -> None:
+        if global_batch_size <= 0:
+            raise ValueError(f"global batch size must be positive, got {global_batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        if global_batch_size % world_size:
+            raise ValueError(
+                f"global batch size {global_batch_size} is not divisible by {world_size} ranks"
+            )
+        if split.num_groups == 0:
+            raise ValueError(f"the {split.name} split is empty")
+        self.split = split
+        self.global_batch_size = global_batch_size
+        self.local_batch_size = global_batch_size // world_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self._next_weights = None if weights is None else self._checked(weights)
+        self._epoch = 0
+        self._batch = 0
+        self._plan: list[npt.NDArray[np.int64]] | None = None
+        self._plan_weights: npt.NDArray[np.float64] | None = None
+
+    @property
+    def epoch(self) -> int:
+        """Epoch of the next batch."""
+        return self._epoch
+
+    def set_weights(self, weights: npt.NDArray[np.floating[Any]] | None) -> None:
+        self._next_weights = None if weights is None else self._checked(weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        self._ensure_plan()
+        return {
+            "epoch": self._epoch,
+            "batch": self._batch,
+            "seed": self.seed,
+            "global_batch_size": self.global_batch_size,
+            "plan_weights": self._plan_weights,
+            "next_weights": self._next_weights,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["seed"] != self.seed or state["global_batch_size"] != self.global_batch_size:
+            raise ValueError(
+                f"sampler state is for seed {state['seed']} and global batch "
+                f"{state['global_batch_size']}, this sampler has seed {self.seed} and "
+                f"global batch {self.global_batch_size}"
+            )
+        self._epoch = int(state["epoch"])
+        self._batch = int(state["batch"])
+        self._plan_weights = state["plan_weights"]
+        self._next_weights = state["next_weights"]
+        self._plan = self.plan_epoch(self._epoch, self._plan_weights)
+
+    def batches_in_epoch(self) -> int:
+        return len(self._ensure_plan())
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        plan = self._ensure_plan()
+        while self._batch >= len(plan):
+            self._epoch += 1
+            self._batch = 0
+            self._plan = None
+            plan = self._ensure_plan()
+        examples = plan[self._batch]
+        self._batch += 1
+        local = examples[
+            self.rank * self.local_batch_size : (self.rank + 1) * self.local_batch_size
+        ]
+        return make_batch(self.split, local)
+
+    def _ensure_plan(self) -> list[npt.NDArray[np.int64]]:
+        if self._plan is None:
+            self._plan_weights = self._next_weights
+            self._plan = self.plan_epoch(self._epoch, self._plan_weights)
+            if not self._plan:
+                raise ValueError(
+                    f"the {self.split.name} split has {self.split.num_examples} examples, "
+                    f"fewer than one global batch of {self.global_batch_size}"
+                )
+        return self._plan
+
+    def plan_epoch(
+        self, epoch: int, weights: npt.NDArray[np.float64] | None = None
+    ) -> list[npt.NDArray[np.int64]]:
+        """The global batches (example indices) of one epoch, before rank slicing."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch]))
+        offsets = self.split.puzzle_offsets
+        groups = self.split.group_offsets
+        if weights is None:
+            order = rng.permutation(self.split.num_groups)
+        else:
+            puzzle_weights = weights[self.split.puzzle_identifiers]
+            group_weights = np.add.reduceat(puzzle_weights, groups[:-1]) / np.diff(groups)
+            if not group_weights.sum() > 0:
+                raise ValueError("sampling weights are zero for every group")
+            order = rng.choice(
+                self.split.num_groups, self.split.num_groups, p=group_weights / group_weights.sum()
+            )
+        batches: list[npt.NDArray[np.int64]] = []
+        current: list[npt.NDArray[np.int64]] = []
+        filled = 0
+        for group in order.tolist():
+            first, last = int(groups[group]), int(groups[group + 1])
+            if weights is None:
+                puzzle = int(rng.integers(first, last))
+            else:
+                local = puzzle_weights[first:last]
+                total = local.sum()
+                puzzle = (
+                    first + int(rng.choice(last - first, p=local / total))
+                    if total > 0
+                    else int(rng.integers(first, last))
+                )
+            start, size = int(offsets[puzzle]), int(offsets[puzzle + 1] - offsets[puzzle])
+            take = min(size, self.global_batch_size - filled)
+            current.append(start + rng.choice(size, take, replace=False))
+            filled += take
+            if filled == self.global_batch_size:
+                batches.append(np.concatenate(current).astype(np.int64))
+                current, filled = [], 0
+        return batches  # the incomplete last batch is dropped
+
+    def _checked(self, weights: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
+        checked = np.asarray(weights, dtype=np.float64)
+        expected = int(self.split.puzzle_identifiers.max()) + 1
+        if checked.ndim != 1 or len(checked) < expected:
+            raise ValueError(
+                f"sampling weights need one entry per puzzle identifier (>= {expected}), "
+                f"got shape {checked.shape}"
+            )
+        if not np.all(np.isfinite(checked)) or np.any(checked < 0):
+            raise ValueError("sampling weights must be finite and non-negative")
+        return checked
+
+
+def iter_test_batches(
+    split: Split, global_batch_size: int, *, rank: int = 0, world_size: int = 1
+) -> Iterator[Batch]:
+    """The whole split in order, in global batches sliced per rank; the last is padded.
+
+    Every rank yields the same number of batches (possibly all padding), so ranks can
+    run collectives in step.
+    """
+    if global_batch_size % world_size:
+        raise ValueError(
+            f"global batch size {global_batch_size} is not divisible by {world_size} ranks"
+        )
+    local = global_batch_size // world_size
+    for start in range(0, split.num_examples, global_batch_size):
+        first = min(start + rank * local, split.num_examples)
+        last = min(start + (rank + 1) * local, split.num_examples)
+        yield make_batch(split, np.arange(first, last, dtype=np.int64), pad_to=local)

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arc_data import IGNORE_LABEL, TrainSampler, iter_test_batches, open_store
+
+
+def test_train_batches_follow_the_group_rule(arc2_eval_store: Path) -> None:
+    split = open_store(arc2_eval_store).train
+    sampler = TrainSampler(split, 64, seed=0)
+    plan = sampler.plan_epoch(0)
+    assert plan and all(len(batch) == 64 for batch in plan)
+    puzzle_of = split.puzzle_of
+    seen_groups: list[int] = []
+    for batch in plan:
+        puzzles = puzzle_of(batch)
+        # Each batch is a run of whole-puzzle blocks (the last one possibly cut), one
+        # version per group, no example twice.
+        assert len(np.unique(batch)) == len(batch)
+        blocks = np.split(puzzles, np.flatnonzero(np.diff(puzzles)) + 1)
+        for block in blocks:
+            k = block[0]
+            size = split.puzzle_offsets[k + 1] - split.puzzle_offsets[k]
+            assert len(block) <= size
+        groups = np.searchsorted(split.group_offsets, [b[0] for b in blocks], side="right") - 1
+        assert len(set(groups.tolist())) == len(groups)
+        seen_groups += groups.tolist()
+    # Each group appears at most once per epoch; only the dropped tail is missing.
+    assert len(set(seen_groups)) == len(seen_groups)
+    total = sum(len(b) for b in plan)
+    assert split.num_examples // 64 >= len(plan) and total == 64 * len(plan)
+
+
+def test_full_puzzles_are_kept_whole_except_at_the_batch_end(arc2_eval_store: Path) -> None:
+    split = open_store(arc2_eval_store).train
+    for batch in TrainSampler(split, 32, seed=3).plan_epoch(1):
+        puzzles = split.puzzle_of(batch)
+        blocks = np.split(puzzles, np.flatnonzero(np.diff(puzzles)) + 1)
+        for block in blocks[:-1]:
+            k = block[0]
+            assert len(block) == split.puzzle_offsets[k + 1] - split.puzzle_offsets[k]
+
+
+def test_rank_slices_concatenate_to_the_global_batch(arc2_eval_store: Path) -> None:
+    store = open_store(arc2_eval_store)
+    single = TrainSampler(store.train, 48, seed=5)
+    ranks = [TrainSampler(store.train, 48, seed=5, rank=r, world_size=3) for r in range(3)]
+    for _ in range(4):
+        whole = next(single)
+        parts = [next(r) for r in ranks]
+        assert all(len(p) == 16 for p in parts)
+        np.testing.assert_array_equal(np.concatenate([p.inputs for p in parts]), whole.inputs)
+        np.testing.assert_array_equal(np.concatenate([p.labels for p in parts]), whole.labels)
+        np.testing.assert_array_equal(
+            np.concatenate([p.puzzle_identifiers for p in parts]), whole.puzzle_identifiers
+        )
+
+
+def test_batch_arrays(arc2_eval_store: Path) -> None:
+    store = open_store(arc2_eval_store)
+    batch = next(TrainSampler(store.train, 16, seed=0))
+    assert batch.inputs.shape == (16, 900) and batch.inputs.dtype == np.int32
+    assert batch.labels.dtype == np.int32
+    assert set(np.unique(batch.labels).tolist()) <= {IGNORE_LABEL, 1, *range(2, 12)}
+    inputs, labels = store.train.read(batch.example_indices)
+    np.testing.assert_array_equal(batch.inputs, inputs)
+    np.testing.assert_array_equal(
+        batch.labels, np.where(labels == 0, IGNORE_LABEL, labels.astype(np.int32))
+    )
+    np.testing.assert_array_equal(
+        batch.puzzle_identifiers, store.train.identifiers_of(batch.example_indices)
+    )
+
+
+def test_epochs_roll_over_and_resume_exactly(arc2_eval_store: Path) -> None:
+    split = open_store(arc2_eval_store).train
+    sampler = TrainSampler(split, 100, seed=9)
+    per_epoch = sampler.batches_in_epoch()
+    straight = [next(sampler).example_indices for _ in range(per_epoch + 3)]
+    assert sampler.epoch == 1
+    resumed = TrainSampler(split, 100, seed=9)
+    first = [next(resumed).example_indices for _ in range(per_epoch - 1)]
+    state = resumed.state_dict()
+    fresh = TrainSampler(split, 100, seed=9)
+    fresh.load_state_dict(state)
+    rest = [next(fresh).example_indices for _ in range(4)]
+    for a, b in zip(straight, first + rest, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Epochs differ, and another seed gives other batches.
+    assert not np.array_equal(straight[0], straight[per_epoch])
+    assert not np.array_equal(straight[0], next(TrainSampler(split, 100, seed=10)).example_indices)
+
+
+def test_resume_refuses_a_different_sampler(arc2_eval_store: Path) -> None:
+    split = open_store(arc2_eval_store).train
+    state = TrainSampler(split, 100, seed=9).state_dict()
+    with pytest.raises(ValueError, match="seed 9"):
+        TrainSampler(split, 100, seed=1).load_state_dict(state)
+
+
+def test_weights_steer_version_choice(arc2_eval_store: Path) -> None:
+    store = open_store(arc2_eval_store)
+    split = store.train
+    weights = np.zeros(store.metadata.num_puzzle_identifiers)
+    originals = split.puzzle_identifiers[split.group_offsets[:-1]]  # version 0 of each task
+    weights[originals] = 1.0
+    sampler = TrainSampler(split, 50, seed=0, weights=weights)
+    for batch in sampler.plan_epoch(0, weights):
+        assert set(split.identifiers_of(batch).tolist()) <= set(originals.tolist())
+    # Only one task weighted: every batch is made of that task alone.
+    weights[:] = 0
+    weights[split.puzzle_identifiers[split.group_offsets[3] : split.group_offsets[4]]] = 1.0
+    for batch in sampler.plan_epoch(1, weights):
+        groups = np.searchsorted(split.group_offsets, split.puzzle_of(batch), side="right") - 1
+        assert set(groups.tolist()) == {3}
+
+
+def test_bad_sampler_arguments(arc2_eval_store: Path) -> None:
+    split = open_store(arc2_eval_store).train
+    with pytest.raises(ValueError, match="not divisible by 3"):
+        TrainSampler(split, 10, seed=0, world_size=3)
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        TrainSampler(split, 10, seed=0, weights=np.full(10**6, -1.0))
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        next(TrainSampler(split, 10**7, seed=0))
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_test_batches_are_sequential_and_padded(arc2_eval_store: Path, world_size: int) -> None:
+    split = open_store(arc2_eval_store).test
+    global_batch = 96
+    per_rank = [
+        list(iter_test_batches(split, global_batch, rank=r, world_size=world_size))
+        for r in range(world_size)
+    ]
+    expected_batches = -(-split.num_examples // global_batch)
+    assert all(len(batches) == expected_batches for batches in per_rank)
+    seen = []
+    for step in range(expected_batches):
+        for rank in range(world_size):
+            batch = per_rank[rank][step]
+            assert len(batch) == global_batch // world_size
+            real = batch.example_indices >= 0
+            pad = ~real
+            assert (batch.puzzle_identifiers[pad] == 0).all()
+            assert (batch.labels[pad] == IGNORE_LABEL).all() and (batch.inputs[pad] == 0).all()
+            assert (batch.puzzle_identifiers[real] > 0).all()
+            # Padding only at the end of a rank's slice.
+            assert not (pad[:-1] & real[1:]).any()
+            seen += batch.example_indices[real].tolist()
+    assert seen == list(range(split.num_examples))
