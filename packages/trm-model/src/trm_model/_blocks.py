@@ -1,0 +1,64 @@
+"""The post-norm block and the block stack shared by both recursive states."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._attention import Attention, Rope
+from ._config import TRMConfig
+from ._layers import SwiGLU, dropout, rms_norm
+
+
+class Block(nn.Module):
+    """``h = norm(h + mix(h)); h = norm(h + mlp(h))``, mix = attention or token MLP.
+
+    Dropout acts here, between leaf modules, never inside a module owning parameters:
+    Jacobian engines re-run the leaf modules and must see the same function.
+    """
+
+    def __init__(self, config: TRMConfig) -> None:
+        super().__init__()
+        self.eps = config.rms_norm_eps
+        self.dropout_p = config.dropout
+        self.self_attn = (
+            None
+            if config.mlp_t
+            else Attention(config.hidden_size, config.num_heads, config.attention)
+        )
+        # The token MLP mixes positions: it acts on [B, hidden, positions], and its norm
+        # (as in the reference) runs over the position axis.
+        self.mlp_t = SwiGLU(config.total_seq_len, config.expansion) if config.mlp_t else None
+        self.mlp = SwiGLU(config.hidden_size, config.expansion)
+
+    def _drop(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        if not self.training or self.dropout_p == 0.0:
+            return x
+        if generator is None:
+            raise ValueError("dropout in training needs a generator")
+        return dropout(x, self.dropout_p, generator)
+
+    def forward(self, h: Tensor, rope: Rope | None, generator: torch.Generator | None) -> Tensor:
+        if self.mlp_t is not None:
+            h_t = h.transpose(1, 2)
+            h = rms_norm(h_t + self._drop(self.mlp_t(h_t), generator), self.eps).transpose(1, 2)
+        else:
+            assert self.self_attn is not None
+            h = rms_norm(h + self._drop(self.self_attn(h, rope), generator), self.eps)
+        return rms_norm(h + self._drop(self.mlp(h), generator), self.eps)
+
+
+class BlockStack(nn.Module):
+    """``net(h, injection) = blocks(h + injection)``: the one network of TRM."""
+
+    def __init__(self, config: TRMConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.L_layers))
+
+    def forward(
+        self, h: Tensor, injection: Tensor, rope: Rope | None, generator: torch.Generator | None
+    ) -> Tensor:
+        h = h + injection
+        for layer in self.layers:
+            h = layer(h, rope, generator)
+        return h
