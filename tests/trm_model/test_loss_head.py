@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
+from torch import Tensor
 
 from trm_model import (
     IGNORE_LABEL_ID,
@@ -19,6 +21,19 @@ from trm_model import (
 ConfigFactory = Callable[..., TRMConfig]
 ModelFactory = Callable[..., TRM]
 BatchFactory = Callable[..., Batch]
+
+
+class LossTermsShape(Protocol):
+    """The seam jd-splits consumes (its `LossTerms`), as read-only members."""
+
+    @property
+    def lm(self) -> Tensor: ...
+    @property
+    def halt(self) -> Tensor | None: ...
+    @property
+    def internal(self) -> Sequence[Tensor] | None: ...
+    @property
+    def mask(self) -> Tensor | None: ...
 
 
 def _bce_with_logits(x: float, y: float) -> float:
@@ -136,3 +151,15 @@ def test_q_continue_adds_its_bootstrapped_bce(
             _bce_with_logits(-5.0, float(out.metrics.exact[b])) + _bce_with_logits(-5.0, target)
         )
         assert math.isclose(out.losses.halt[b].item(), expected, rel_tol=1e-5)
+
+
+def test_step_losses_have_the_loss_terms_shape(
+    small_config: ConfigFactory, make_model: ModelFactory, make_batch: BatchFactory
+) -> None:
+    config = small_config(intermediate_outputs=True)
+    out = _first_step(make_model(config), make_batch(config, 3))
+    terms: LossTermsShape = out.losses  # checked structurally by mypy
+    assert terms.lm.shape == (3, config.seq_len)
+    assert terms.halt is not None and terms.halt.shape == (3,)
+    assert terms.mask is not None and terms.mask.dtype == torch.bool
+    assert terms.internal is not None and len(terms.internal) == config.H_cycles

@@ -34,8 +34,7 @@ class Block(nn.Module):
     def _drop(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         if not self.training or self.dropout_p == 0.0:
             return x
-        if generator is None:
-            raise ValueError("dropout in training needs a generator")
+        assert generator is not None, "TRM.forward requires a generator for dropout"
         return dropout(x, self.dropout_p, generator)
 
     def forward(self, h: Tensor, rope: Rope | None, generator: torch.Generator | None) -> Tensor:

@@ -38,8 +38,7 @@ def next_halted(
         return halted
     halted = halted | (q_halt > (q_continue if config.q_continue else 0.0))
     if config.halt_exploration_prob > 0:
-        if generator is None:
-            raise ValueError("halting exploration in training needs a generator")
+        assert generator is not None, "TRM.forward requires a generator for exploration"
         explore = (
             torch.rand(steps.shape, generator=generator, device=steps.device)
             < config.halt_exploration_prob
