@@ -1,0 +1,143 @@
+"""Every torchjd aggregator by a lower-case name, with UPGrad on the batched projector."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchjd.aggregation import (
+    IMTLG,
+    MGDA,
+    PCD,
+    AlignedMTL,
+    CAGrad,
+    ConFIG,
+    Constant,
+    ConstantWeighting,
+    CRMOGMWeighting,
+    DualProj,
+    ExcessMTL,
+    FairGrad,
+    GradDrop,
+    GradVac,
+    GramianWeightedAggregator,
+    Krum,
+    Mean,
+    MeanWeighting,
+    MoDoWeighting,
+    NashMTL,
+    PCGrad,
+    Random,
+    RandomWeighting,
+    SDMGradWeighting,
+    Sum,
+    SumWeighting,
+    TrimmedMean,
+    UPGrad,
+    UPGradWeighting,
+    WeightedAggregator,
+    Weighting,
+)
+from torchjd.aggregation import Aggregator as Aggregator
+
+from ._projector import BatchedDualConeProjector
+
+
+def _upgrad(**params: Any) -> Aggregator:
+    params.setdefault("projector", BatchedDualConeProjector())
+    return UPGrad(**params)
+
+
+def _dualproj(**params: Any) -> Aggregator:
+    params.setdefault("projector", BatchedDualConeProjector())
+    return DualProj(**params)
+
+
+def _cagrad(**params: Any) -> Aggregator:
+    params.setdefault("c", 0.5)
+    return CAGrad(**params)
+
+
+def _cr_mogm(**params: Any) -> Aggregator:
+    """UPGrad whose weights are smoothed across steps by an exponential moving average."""
+    projector = params.pop("projector", BatchedDualConeProjector())
+    return GramianWeightedAggregator(CRMOGMWeighting(UPGradWeighting(projector=projector), **params))
+
+
+_FACTORIES: dict[str, Callable[..., Aggregator]] = {
+    "upgrad": _upgrad,
+    "mean": Mean,
+    "sum": Sum,
+    "mgda": MGDA,
+    "dualproj": _dualproj,
+    "pcgrad": PCGrad,
+    "cagrad": _cagrad,
+    "nashmtl": NashMTL,
+    "imtlg": IMTLG,
+    "aligned_mtl": AlignedMTL,
+    "graddrop": GradDrop,
+    "krum": Krum,
+    "trimmed_mean": TrimmedMean,
+    "random": Random,
+    "config": ConFIG,
+    "constant": Constant,
+    "fairgrad": FairGrad,
+    "gradvac": GradVac,
+    "pcd": PCD,
+    "excess_mtl": ExcessMTL,
+    "modo": lambda **params: WeightedAggregator(MoDoWeighting(**params)),
+    "sdmgrad": lambda **params: WeightedAggregator(SDMGradWeighting(**params)),
+    "cr_mogm": _cr_mogm,
+}
+
+AGGREGATOR_NAMES: tuple[str, ...] = tuple(_FACTORIES)
+"""The aggregator names `make_aggregator` accepts (case, `-` and `_` are ignored)."""
+
+_BY_KEY = {name.replace("_", ""): name for name in AGGREGATOR_NAMES}
+
+
+def canonical_aggregator_name(name: str) -> str:
+    key = name.strip().lower().replace("-", "").replace("_", "")
+    if key not in _BY_KEY:
+        raise ValueError(f"unknown aggregator {name!r}; valid names: {', '.join(AGGREGATOR_NAMES)}")
+    return _BY_KEY[key]
+
+
+def make_aggregator(name: str, **params: Any) -> Aggregator:
+    """The torchjd aggregator called `name`, built with `params` (its constructor's keyword
+    arguments, e.g. `make_aggregator("cagrad", c=0.4)`, `make_aggregator("krum",
+    n_byzantine=1)`). `upgrad`, `dualproj` and `cr_mogm` (an EMA of UPGrad's weights) use
+    `BatchedDualConeProjector` unless a `projector` is given; `cagrad` defaults to `c=0.5`."""
+    factory = _FACTORIES[canonical_aggregator_name(name)]
+    try:
+        return factory(**params)
+    except TypeError as error:
+        raise TypeError(f"aggregator {name!r}: {error}") from error
+
+
+def gramian_weighting(aggregator: Aggregator) -> Weighting[Any] | None:
+    """The weighting that gives the aggregator's weights from the Gramian `J J^T` alone, or
+    None when it needs the Jacobian itself (or is not a weighted aggregator)."""
+    if isinstance(aggregator, GramianWeightedAggregator):
+        return aggregator.gramian_weighting
+    if isinstance(aggregator, WeightedAggregator) and isinstance(
+        aggregator.weighting, MeanWeighting | SumWeighting | ConstantWeighting | RandomWeighting
+    ):
+        # These read only the number of rows of their input.
+        return aggregator.weighting
+    return None
+
+
+def fixed_weights(aggregator: Aggregator, count: int, like: Tensor) -> Tensor | None:
+    """The weights when they depend on nothing but the number of objectives (`mean`,
+    `sum`, `constant`, `random`): the update is then one backward of the weighted sum."""
+    if isinstance(aggregator, WeightedAggregator) and not isinstance(
+        aggregator, GramianWeightedAggregator
+    ):
+        weighting = aggregator.weighting
+        if isinstance(weighting, MeanWeighting | SumWeighting | ConstantWeighting | RandomWeighting):
+            with torch.no_grad():
+                return weighting(like.new_zeros(count, 1))
+    return None

@@ -1,0 +1,283 @@
+"""`JacobianDescent`: the JD step of a training loop, engine choice, hooks and DDP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any, Literal, get_args
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torchjd.autogram import Engine
+
+from . import _engines
+from ._aggregate import Aggregation, aggregate_jacobian
+from ._aggregators import Aggregator, fixed_weights, gramian_weighting, make_aggregator
+from ._diagnostics import Diagnostics, empty_statistics
+from ._objective_set import ObjectiveSet
+from ._per_sample import CallRecorder, per_sample_jacobians, per_sample_problems
+from ._split import Split
+
+EngineName = Literal["auto", "per_sample", "autogram", "autojac", "sequential"]
+ENGINE_NAMES: tuple[str, ...] = get_args(EngineName)
+
+_CPU_JACOBIAN_BYTES = 4 << 30
+
+
+class JacobianDescent:
+    """Owns the machinery of Jacobian descent for one model: create it once, then per
+    training step run the forward(s) inside `record()` and call `backward` there.
+
+    ```
+    jd = JacobianDescent(model, aggregator="upgrad", split=split)
+    for step, batch in enumerate(loader):
+        with jd.record():
+            terms = model(batch)                          # one LossTerms per supervision step
+            diagnostics = jd.backward(split.objectives([terms], step=step))
+        optimizer.step()
+        optimizer.zero_grad()
+    ```
+
+    `backward` fills `.grad` of the model's trainable parameters (and of `extra_inputs`)
+    with `J^T w`, accumulating like `Tensor.backward`. The weights `w` come from the
+    Jacobian with respect to the model's parameters only; extra inputs (e.g. per-sample
+    embedding rows gathered from a table and fed to the forward) receive `J_extra^T w` with
+    the same weights and are never part of the Gramian. A single objective is one plain
+    backward. Forwards outside `record()` (gradient descent, evaluation) are untouched.
+
+    Engines (`engine`):
+
+    - `per_sample`: module hooks capture each `nn.Linear` / `nn.Embedding` call; ordinary
+      backward passes (one per objective a sample feeds: one for IWRM) give per-sample
+      weight gradients and so the Jacobian rows, with no second backward. Needs every
+      trainable parameter in such a leaf, batch-first inputs, and the Jacobian (`m x n`)
+      within `max_jacobian_bytes`. Checked against autograd on its first step.
+    - `autogram`: Gramian by torchjd's `autogram.Engine` (`batch_dim=0`), weights from the
+      aggregator's weighting, one weighted backward. Gramian-based aggregators only.
+    - `autojac`: Jacobian by torchjd's `autojac.jac` (`autojac_chunk_size` rows at a time;
+      1, the default, is fastest on CPU), any aggregator.
+    - `sequential`: one backward per objective, as the reference implementation did.
+    - `auto`: one plain backward for a single objective or for weights that need no
+      Jacobian (`mean`, `sum`, `constant`, `random`); else `per_sample` when the model and
+      memory allow, else `autogram` for Gramian-based aggregators, else `autojac`.
+
+    Under `DistributedDataParallel` (pass the wrapped model): each rank aggregates its own
+    objectives (JD per rank, not over the global objective set; cross-rank conflicts are
+    not seen), then the ranks' parameter updates are AVERAGED by one all-reduce per
+    `backward` call, entered by every rank whatever its objectives. The forwards in
+    `record()` run under `no_sync()`, so DDP's own reducer stays out of it. Extra inputs
+    are not reduced (each rank's rows belong to its own samples). To match gradient
+    descent on the global batch with averaging, scale by `1 / local batch size`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        aggregator: str | Aggregator = "upgrad",
+        aggregator_params: Mapping[str, Any] | None = None,
+        engine: EngineName = "auto",
+        split: Split | None = None,
+        max_jacobian_bytes: int | None = None,
+        autojac_chunk_size: int | None = 1,
+    ) -> None:
+        if engine not in ENGINE_NAMES:
+            raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINE_NAMES)}")
+        if isinstance(aggregator, str):
+            aggregator = make_aggregator(aggregator, **(aggregator_params or {}))
+        elif aggregator_params:
+            raise ValueError("aggregator_params go with an aggregator name, not an instance")
+        self.model = model
+        self.aggregator = aggregator
+        self.engine = engine
+        self.autojac_chunk_size = autojac_chunk_size
+        self._ddp = model if isinstance(model, nn.parallel.DistributedDataParallel) else None
+        self._module: nn.Module = self._ddp.module if self._ddp is not None else model
+        self._params = _unique_trainable(self._module)
+        self._max_jacobian_bytes = max_jacobian_bytes
+        self._verified = False
+        self._recording = False
+        self._gramian_engine: Engine | None = None
+        self._hooks = self._plan_hooks(split)
+        self._recorder = CallRecorder(self._module) if "per_sample" in self._hooks else None
+
+    def _plan_hooks(self, split: Split | None) -> frozenset[str]:
+        gramian_based = gramian_weighting(self.aggregator) is not None
+        problems = per_sample_problems(self._module)
+        if self.engine == "per_sample":
+            if problems:
+                raise ValueError("the per_sample engine cannot handle this model: " + "; ".join(problems))
+            return frozenset({"per_sample"})
+        if self.engine == "autogram":
+            if not gramian_based:
+                raise ValueError(f"the autogram engine needs a Gramian-based aggregator, not {self.aggregator}")
+            return frozenset({"autogram"})
+        if self.engine != "auto":
+            return frozenset()
+        no_jacobian = fixed_weights(self.aggregator, 1, torch.zeros(1)) is not None
+        if (split is not None and split.single_objective) or no_jacobian:
+            return frozenset()
+        if not problems:
+            return frozenset({"per_sample"})
+        return frozenset({"autogram"}) if gramian_based else frozenset()
+
+    @property
+    def parameters(self) -> list[Tensor]:
+        """The trainable parameters whose `.grad` the step fills."""
+        return list(self._params)
+
+    @property
+    def needs_record(self) -> bool:
+        """Whether `backward` must be called inside `record()` (hooks are needed)."""
+        return bool(self._hooks)
+
+    @contextmanager
+    def record(self) -> Iterator[None]:
+        """Run the forward(s) of one JD step and its `backward` inside this context. The
+        hooks the engine needs exist only here; under DDP the forwards run in `no_sync()`."""
+        if self._recording:
+            raise RuntimeError("JacobianDescent.record() is already active")
+        self._recording = True
+        with ExitStack() as stack:
+            stack.callback(self._stop_recording)
+            if self._ddp is not None:
+                stack.enter_context(self._ddp.no_sync())
+            if "autogram" in self._hooks:
+                # A fresh Engine per step: a forward it saw without a Gramian would break the
+                # next one, and dropping it removes its hooks.
+                self._gramian_engine = Engine(self._module, batch_dim=0)
+            if self._recorder is not None:
+                self._recorder.attach()
+            yield
+
+    def _stop_recording(self) -> None:
+        if self._recorder is not None:
+            self._recorder.detach()
+        self._gramian_engine = None
+        self._recording = False
+
+    def backward(
+        self,
+        objectives: ObjectiveSet | Tensor,
+        *,
+        extra_inputs: Sequence[Tensor] = (),
+        scale: float = 1.0,
+    ) -> Diagnostics:
+        """Fill `.grad` with the aggregated update of the objectives (multiplied by `scale`)
+        and return the step's diagnostics."""
+        start = time.perf_counter()
+        if self._hooks and not self._recording:
+            raise RuntimeError(
+                "this JacobianDescent records the forward with hooks: run the forward and "
+                "call backward inside `with jd.record():`"
+            )
+        if isinstance(objectives, Tensor):
+            objectives = ObjectiveSet.from_vector(objectives)
+        objectives = objectives.scaled(scale)
+        extras = list(extra_inputs)
+        engine, aggregation = self._aggregate(objectives, extras)
+        self._apply(aggregation, extras)
+        return Diagnostics(
+            engine=engine,
+            num_objectives=objectives.count,
+            dropped=objectives.dropped,
+            seconds=time.perf_counter() - start,
+            **aggregation.statistics,
+        )
+
+    def _aggregate(self, objectives: ObjectiveSet, extras: list[Tensor]) -> tuple[str, Aggregation]:
+        m = objectives.count
+        params = self._params
+        if m == 0:
+            return "none", Aggregation([None] * len(params), [None] * len(extras), empty_statistics())
+        if m == 1:
+            return "plain", _engines.plain(objectives, params, extras)
+        engine = self.engine
+        if engine == "auto":
+            weights = fixed_weights(self.aggregator, m, objectives.values)
+            if weights is not None:
+                return "weighted", _engines.weighted(objectives, weights, params, extras)
+            engine = self._choose(objectives)
+        if engine == "per_sample":
+            if self._recorder is None:
+                raise RuntimeError("the per_sample engine was not planned for this JacobianDescent")
+            if not self._fits(m):
+                raise MemoryError(
+                    f"the per_sample Jacobian ({m} x {sum(p.numel() for p in params)}) exceeds "
+                    f"max_jacobian_bytes={self._jacobian_budget()}; use engine='autogram'"
+                )
+            jac_params, jac_extras = per_sample_jacobians(
+                objectives, self._recorder.calls, params, extras, verify=not self._verified
+            )
+            self._verified = True
+            return engine, aggregate_jacobian(self.aggregator, jac_params, jac_extras)
+        if engine == "autogram":
+            if self._gramian_engine is None:
+                raise RuntimeError("the autogram engine was not planned for this JacobianDescent")
+            return engine, _engines.autogram(
+                self._gramian_engine, objectives, self.aggregator, params, extras
+            )
+        inputs = [*params, *extras]
+        if engine == "autojac":
+            jacobians = _engines.autojac_jacobians(objectives, inputs, self.autojac_chunk_size)
+        else:
+            jacobians = _engines.sequential_jacobians(objectives, inputs)
+        n = len(params)
+        return engine, aggregate_jacobian(self.aggregator, jacobians[:n], jacobians[n:])
+
+    def _choose(self, objectives: ObjectiveSet) -> EngineName:
+        if objectives.structured and "per_sample" in self._hooks and self._fits(objectives.count):
+            return "per_sample"
+        if objectives.structured and self._gramian_engine is not None:
+            return "autogram"
+        return "autojac"
+
+    def _jacobian_budget(self) -> int:
+        if self._max_jacobian_bytes is not None:
+            return self._max_jacobian_bytes
+        device = self._params[0].device if self._params else torch.device("cpu")
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory // 4
+        return _CPU_JACOBIAN_BYTES
+
+    def _fits(self, m: int) -> bool:
+        size = sum(p.numel() * p.element_size() for p in self._params)
+        return m * size <= self._jacobian_budget()
+
+    def _apply(self, aggregation: Aggregation, extras: list[Tensor]) -> None:
+        updates = aggregation.params
+        if self._ddp is not None:
+            updates = _all_reduce_mean(self._params, updates, self._ddp.process_group)
+        for tensor, update in zip([*self._params, *extras], [*updates, *aggregation.extras], strict=True):
+            if update is None:
+                continue
+            update = update.to(tensor.dtype).view_as(tensor)
+            if tensor.grad is None:
+                tensor.grad = update
+            else:
+                tensor.grad += update
+
+
+def _unique_trainable(module: nn.Module) -> list[Tensor]:
+    seen: set[int] = set()
+    params: list[Tensor] = []
+    for param in module.parameters():
+        if param.requires_grad and id(param) not in seen:
+            seen.add(id(param))
+            params.append(param)
+    return params
+
+
+def _all_reduce_mean(
+    params: Sequence[Tensor], updates: Sequence[Tensor | None], group: Any
+) -> list[Tensor | None]:
+    """One all-reduce of every parameter's update (zeros where a rank has none), divided by
+    the world size. Every rank calls it once per step whatever its objectives."""
+    flat = torch.cat(
+        [(torch.zeros_like(p) if u is None else u.to(p.dtype)).reshape(-1) for p, u in zip(params, updates, strict=True)]
+    )
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    flat /= dist.get_world_size(group)
+    return [chunk.view_as(p) for chunk, p in zip(torch.split(flat, [p.numel() for p in params]), params, strict=True)]

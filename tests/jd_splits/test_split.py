@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+import pytest
+import torch
+from torch import Tensor
+
+from jd_splits import SPLIT_NAMES, HaltMode, LossTerms, Objective, Split, get_split
+
+if TYPE_CHECKING:
+    from tests.jd_splits.conftest import Terms, TermsFactory
+
+B, P, H, T, W = 4, 6, 3, 2, 0.7
+
+EXPECTED_COUNTS = {
+    "sum": 1,
+    "lm_loss_vs_q_halt_loss": 2,
+    "iwrm_q_halt_in": B,
+    "iwrm_q_halt_out": 2 * B,
+    "pixelwise_q_halt_in": P,
+    "pixelwise_q_halt_out": P + B,
+    "iwrm_pixelwise_q_halt_in": B * P,
+    "iwrm_pixelwise_q_halt_out": B * P + B,
+    "stack_internal_losses": H + 1,
+    "stack_internal_losses_only": H,
+    "stack_internal_and_sum": 1,
+    "stack_supervisions": T,
+    "stack_supervisions_and_sum": 1,
+    "stack_supervisions_and_iwrm": T * B,
+    "stack_supervisions_and_pixelwise": T * P,
+    "stack_supervisions_and_iwrm_pixelwise": T * B * P,
+}
+
+
+def gd_loss(name: str, steps: Sequence[Terms]) -> Tensor:
+    """The gradient-descent loss each split must add up to, written out by hand."""
+    total = torch.zeros((), dtype=torch.float64)
+    for terms in steps:
+        assert terms.halt is not None
+        internal = torch.stack(list(terms.internal or [torch.zeros_like(terms.lm)])).sum()
+        if name == "stack_internal_losses_only":
+            total = total + W * internal + terms.halt.sum()
+        elif name.startswith("stack_internal"):
+            total = total + terms.lm.sum() + W * internal + terms.halt.sum()
+        else:
+            total = total + terms.lm.sum() + terms.halt.sum()
+    return total
+
+
+def steps_for(name: str, make_terms: TermsFactory, **kwargs: object) -> list[Terms]:
+    count = T if name.startswith("stack_supervisions") else 1
+    return [make_terms(B, P, H, seed=seed, **kwargs) for seed in range(count)]
+
+
+def test_names_cover_the_design_table() -> None:
+    assert set(SPLIT_NAMES) == set(EXPECTED_COUNTS)
+
+
+@pytest.mark.parametrize("name", SPLIT_NAMES)
+def test_count_and_sum_identity(name: str, make_terms: TermsFactory) -> None:
+    steps = steps_for(name, make_terms)
+    objectives = get_split(name, intermediate_weight=W).objectives(steps)
+    assert objectives.count == EXPECTED_COUNTS[name]
+    assert objectives.dropped == 0
+    expected = gd_loss(name, steps)
+    torch.testing.assert_close(objectives.values.sum(), expected, rtol=1e-12, atol=0)
+    # The gradients agree too: the split only regroups the terms.
+    used_internal = name.startswith("stack_internal")
+    used_lm = name != "stack_internal_losses_only"
+    leaves = [
+        t
+        for s in steps
+        for t in (s.lm if used_lm else None, s.halt, *(s.internal or [] if used_internal else []))
+        if t is not None
+    ]
+    got = torch.autograd.grad(objectives.values.sum(), leaves)
+    want = torch.autograd.grad(expected, leaves)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name", SPLIT_NAMES)
+def test_grouping_preserves_the_sum(name: str, make_terms: TermsFactory) -> None:
+    steps = steps_for(name, make_terms)
+    split = get_split(name, intermediate_weight=W, groups=5, seed=3)
+    objectives = split.objectives(steps, step=11)
+    assert objectives.count == min(5, EXPECTED_COUNTS[name])
+    torch.testing.assert_close(objectives.values.sum(), gd_loss(name, steps), rtol=1e-12, atol=0)
+
+
+def test_objective_values(make_terms: TermsFactory) -> None:
+    terms = make_terms(B, P, H)
+    lm, halt, internal = terms.lm, terms.halt, terms.internal
+    assert halt is not None and internal is not None
+
+    def values(name: str) -> Tensor:
+        return get_split(name, intermediate_weight=W)([terms])
+
+    torch.testing.assert_close(values("iwrm_q_halt_in"), lm.sum(1) + halt)
+    torch.testing.assert_close(values("iwrm_q_halt_out"), torch.cat([lm.sum(1), halt]))
+    torch.testing.assert_close(values("pixelwise_q_halt_in"), lm.sum(0) + halt.sum() / P)
+    torch.testing.assert_close(values("pixelwise_q_halt_out"), torch.cat([lm.sum(0), halt]))
+    torch.testing.assert_close(values("lm_loss_vs_q_halt_loss"), torch.stack([lm.sum(), halt.sum()]))
+    # Each sample's halting loss is shared by that sample's own objectives.
+    torch.testing.assert_close(values("iwrm_pixelwise_q_halt_in"), (lm + halt[:, None] / P).flatten())
+    share = halt.sum() / (H + 1)
+    stacked = torch.stack([lm.sum()] + [W * i.sum() for i in internal]) + share
+    torch.testing.assert_close(values("stack_internal_losses"), stacked)
+    only = torch.stack([W * i.sum() for i in internal]) + halt.sum() / H
+    torch.testing.assert_close(values("stack_internal_losses_only"), only)
+
+
+def test_identically_zero_objectives_are_dropped(make_terms: TermsFactory) -> None:
+    terms = make_terms(B, P, zero_positions=2)
+    assert terms.halt is not None
+    objectives = get_split("pixelwise_q_halt_in").objectives([terms])
+    assert (objectives.count, objectives.dropped) == (P - 2, 2)
+    # The halting loss goes to the live objectives only.
+    expected = terms.lm.sum(0)[: P - 2] + terms.halt.sum() / (P - 2)
+    torch.testing.assert_close(objectives.values, expected)
+
+    iwrm_pixelwise = get_split("iwrm_pixelwise_q_halt_out").objectives([terms])
+    assert (iwrm_pixelwise.count, iwrm_pixelwise.dropped) == (B * (P - 2) + B, 2 * B)
+
+
+def test_masked_slots_are_dropped(make_terms: TermsFactory) -> None:
+    mask = torch.tensor([True, False, True, True])
+    terms = make_terms(B, P, mask=mask)
+    assert terms.halt is not None
+    objectives = get_split("iwrm_q_halt_out").objectives([terms])
+    assert (objectives.count, objectives.dropped) == (2 * (B - 1), 2)
+    keep = mask.nonzero().squeeze(1)
+    torch.testing.assert_close(objectives.values, torch.cat([terms.lm.sum(1)[keep], terms.halt[keep]]))
+
+
+def test_grouping_is_near_equal_seeded_and_fresh_per_step(terms_class: type[Terms]) -> None:
+    ones = torch.ones(B, P, dtype=torch.float64, requires_grad=True)
+    terms = terms_class(lm=ones)
+    split = get_split("iwrm_pixelwise_q_halt_in", groups=5, seed=1)
+    sizes = split([terms], step=0)
+    # 24 unit objectives in 5 buckets: sizes 5, 5, 5, 5, 4.
+    assert sorted(sizes.tolist()) == [4.0, 5.0, 5.0, 5.0, 5.0]
+
+    def grouping(seed: int, step: int) -> Tensor:
+        objectives = attrs.evolve(split, seed=seed).objectives([terms], step=step)
+        return objectives.blocks[0].index
+
+    assert torch.equal(grouping(1, 7), grouping(1, 7))
+    assert not torch.equal(grouping(1, 7), grouping(1, 8))
+    assert not torch.equal(grouping(1, 7), grouping(2, 7))
+    with pytest.raises(ValueError, match="step="):
+        split.objectives([terms])
+
+
+def test_more_groups_than_objectives(make_terms: TermsFactory) -> None:
+    objectives = get_split("iwrm_q_halt_in", groups=50).objectives([make_terms(B, P)], step=0)
+    assert objectives.count == B
+
+
+def test_halt_absent_and_missing(make_terms: TermsFactory) -> None:
+    terms = make_terms(B, P)
+    absent = Split(instances=True, halt=HaltMode.ABSENT)([terms])
+    torch.testing.assert_close(absent, terms.lm.sum(1))
+    no_halt = make_terms(B, P, halt=False)
+    assert get_split("iwrm_q_halt_out")([no_halt]).shape == (B,)
+
+
+def test_aliases_and_unknown_names() -> None:
+    assert get_split("iwrm_with_q_halt_in") == get_split("iwrm_q_halt_in")
+    assert get_split("IWRM_Pixelwise_With_Q_Halt_Out") == get_split("iwrm_pixelwise_q_halt_out")
+    with pytest.raises(ValueError, match="valid names: sum, lm_loss_vs_q_halt_loss"):
+        get_split("pixelwize")
+
+
+def test_refinement_splits_need_internal_losses(make_terms: TermsFactory) -> None:
+    with pytest.raises(ValueError, match=r"LossTerms\.internal"):
+        get_split("stack_internal_losses")([make_terms(B, P)])
+
+
+def test_single_objective_flag() -> None:
+    single = {name for name in SPLIT_NAMES if get_split(name).single_objective}
+    assert single == {"sum", "stack_internal_and_sum", "stack_supervisions_and_sum"}
+    assert get_split("iwrm_q_halt_in", groups=1).single_objective
+
+
+def test_protocols_are_structural(make_terms: TermsFactory) -> None:
+    assert isinstance(make_terms(), LossTerms)
+    objective: Objective = get_split("sum")
+    assert objective([make_terms()]).shape == (1,)
+
+
+def test_shape_errors(make_terms: TermsFactory, terms_class: type[Terms]) -> None:
+    terms = make_terms(B, P)
+    with pytest.raises(ValueError, match=r"\[B, P\]"):
+        get_split("sum")([terms_class(lm=terms.lm.flatten())])
+    with pytest.raises(ValueError, match="halt must be"):
+        get_split("sum")([terms_class(lm=terms.lm, halt=torch.ones(B + 1))])
+    with pytest.raises(ValueError, match="groups"):
+        Split(groups=0)
