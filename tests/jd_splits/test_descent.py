@@ -43,8 +43,11 @@ def jd_step(
     aggregator: str = "upgrad",
     steps: int = 1,
     scale: float = 1.0,
+    max_jacobian_bytes: int | None = None,
 ) -> Diagnostics:
-    jd = JacobianDescent(model, aggregator=aggregator, engine=engine, split=split)
+    jd = JacobianDescent(
+        model, aggregator=aggregator, engine=engine, split=split, max_jacobian_bytes=max_jacobian_bytes
+    )
     with jd.record():
         internal = split.refinements is not Refinements.FINAL
         terms = [
@@ -85,6 +88,22 @@ def test_engines_agree(name: str, tiny_model: ModelFactory) -> None:
             torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-10)
     # The extra input (last) did receive an update.
     assert reference[-1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", list(SPLITS))
+def test_per_sample_without_the_whole_jacobian(name: str, tiny_model: ModelFactory) -> None:
+    """Past max_jacobian_bytes the per_sample engine streams the Jacobian module by module."""
+    split, steps = SPLITS[name]
+    model, batch = tiny_model()
+    jd_step(model, batch, split, "sequential", steps=steps)
+    expected = grads(model, batch)
+    clear(model, batch)
+    diagnostics = jd_step(model, batch, split, "auto", steps=steps, max_jacobian_bytes=1)
+    assert diagnostics.engine == "per_sample"
+    for got, want in zip(grads(model, batch), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-10)
+    with pytest.raises(MemoryError, match="needs it whole"):
+        jd_step(model, batch, split, "per_sample", aggregator="graddrop", steps=steps, max_jacobian_bytes=1)
 
 
 @pytest.mark.parametrize("engine", ["auto", *ENGINES])

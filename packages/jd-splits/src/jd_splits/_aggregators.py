@@ -26,12 +26,10 @@ from torchjd.aggregation import (
     Krum,
     Mean,
     MeanWeighting,
-    MoDoWeighting,
     NashMTL,
     PCGrad,
     Random,
     RandomWeighting,
-    SDMGradWeighting,
     Sum,
     SumWeighting,
     TrimmedMean,
@@ -87,13 +85,13 @@ _FACTORIES: dict[str, Callable[..., Aggregator]] = {
     "gradvac": GradVac,
     "pcd": PCD,
     "excess_mtl": ExcessMTL,
-    "modo": lambda **params: WeightedAggregator(MoDoWeighting(**params)),
-    "sdmgrad": lambda **params: WeightedAggregator(SDMGradWeighting(**params)),
     "cr_mogm": _cr_mogm,
 }
 
 AGGREGATOR_NAMES: tuple[str, ...] = tuple(_FACTORIES)
-"""The aggregator names `make_aggregator` accepts (case, `-` and `_` are ignored)."""
+"""The aggregator names `make_aggregator` accepts (case, `-` and `_` are ignored). torchjd's
+`MoDoWeighting` and `SDMGradWeighting` are left out: they take the cross-Gramian of two
+independent mini-batches, which a one-batch JD step does not have."""
 
 _BY_KEY = {name.replace("_", ""): name for name in AGGREGATOR_NAMES}
 

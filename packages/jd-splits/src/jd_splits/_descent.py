@@ -13,11 +13,12 @@ from torch import Tensor, nn
 from torchjd.autogram import Engine
 
 from . import _engines
-from ._aggregate import Aggregation, aggregate_jacobian
+from ._aggregate import Aggregation, aggregate_jacobian, weights_from_gramian
 from ._aggregators import Aggregator, fixed_weights, gramian_weighting, make_aggregator
-from ._diagnostics import Diagnostics, empty_statistics
+from ._diagnostics import Diagnostics, empty_statistics, gramian_statistics
 from ._objective_set import ObjectiveSet
-from ._per_sample import CallRecorder, per_sample_jacobians, per_sample_problems
+from ._per_sample import per_sample_jacobians, per_sample_streamed
+from ._recording import CallRecorder, per_sample_problems
 from ._split import Split
 
 EngineName = Literal["auto", "per_sample", "autogram", "autojac", "sequential"]
@@ -130,7 +131,9 @@ class JacobianDescent:
 
     @property
     def needs_record(self) -> bool:
-        """Whether `backward` must be called inside `record()` (hooks are needed)."""
+        """Whether `backward` of structured objectives (an `ObjectiveSet` with per-sample
+        blocks) must be called inside `record()`, because the engine uses hooks. A plain
+        vector of objectives never needs it."""
         return bool(self._hooks)
 
     @contextmanager
@@ -168,13 +171,16 @@ class JacobianDescent:
         """Fill `.grad` with the aggregated update of the objectives (multiplied by `scale`)
         and return the step's diagnostics."""
         start = time.perf_counter()
-        if self._hooks and not self._recording:
+        if isinstance(objectives, Tensor):
+            objectives = ObjectiveSet.from_vector(objectives)
+        if self._hooks and objectives.structured and not self._recording:
             raise RuntimeError(
                 "this JacobianDescent records the forward with hooks: run the forward and "
                 "call backward inside `with jd.record():`"
             )
-        if isinstance(objectives, Tensor):
-            objectives = ObjectiveSet.from_vector(objectives)
+        for extra in extra_inputs:
+            if not (extra.is_leaf and extra.requires_grad):
+                raise ValueError("extra_inputs must be leaf tensors that require grad")
         objectives = objectives.scaled(scale)
         extras = list(extra_inputs)
         engine, aggregation = self._aggregate(objectives, extras)
@@ -201,18 +207,7 @@ class JacobianDescent:
                 return "weighted", _engines.weighted(objectives, weights, params, extras)
             engine = self._choose(objectives)
         if engine == "per_sample":
-            if self._recorder is None:
-                raise RuntimeError("the per_sample engine was not planned for this JacobianDescent")
-            if not self._fits(m):
-                raise MemoryError(
-                    f"the per_sample Jacobian ({m} x {sum(p.numel() for p in params)}) exceeds "
-                    f"max_jacobian_bytes={self._jacobian_budget()}; use engine='autogram'"
-                )
-            jac_params, jac_extras = per_sample_jacobians(
-                objectives, self._recorder.calls, params, extras, verify=not self._verified
-            )
-            self._verified = True
-            return engine, aggregate_jacobian(self.aggregator, jac_params, jac_extras)
+            return engine, self._per_sample(objectives, extras)
         if engine == "autogram":
             if self._gramian_engine is None:
                 raise RuntimeError("the autogram engine was not planned for this JacobianDescent")
@@ -227,8 +222,32 @@ class JacobianDescent:
         n = len(params)
         return engine, aggregate_jacobian(self.aggregator, jacobians[:n], jacobians[n:])
 
+    def _per_sample(self, objectives: ObjectiveSet, extras: list[Tensor]) -> Aggregation:
+        if self._recorder is None:
+            raise RuntimeError("the per_sample engine was not planned for this JacobianDescent")
+        params, calls, verify = self._params, self._recorder.calls, not self._verified
+        if self._fits(objectives.count):
+            jac_params, jac_extras = per_sample_jacobians(objectives, calls, params, extras, verify=verify)
+            self._verified = True
+            return aggregate_jacobian(self.aggregator, jac_params, jac_extras)
+        if gramian_weighting(self.aggregator) is None:
+            raise MemoryError(
+                f"the Jacobian ({objectives.count} x {sum(p.numel() for p in params)}) exceeds "
+                f"max_jacobian_bytes={self._jacobian_budget()} and {self.aggregator} needs it whole"
+            )
+
+        def weights_of(gramian: Tensor) -> Tensor:
+            return weights_from_gramian(self.aggregator, gramian)
+
+        gramian, weights, updates, extra_updates = per_sample_streamed(
+            objectives, calls, params, extras, weights_of, verify=verify
+        )
+        self._verified = True
+        return Aggregation(updates, extra_updates, gramian_statistics(gramian, weights))
+
     def _choose(self, objectives: ObjectiveSet) -> EngineName:
-        if objectives.structured and "per_sample" in self._hooks and self._fits(objectives.count):
+        memory_ok = self._fits(objectives.count) or gramian_weighting(self.aggregator) is not None
+        if objectives.structured and "per_sample" in self._hooks and memory_ok:
             return "per_sample"
         if objectives.structured and self._gramian_engine is not None:
             return "autogram"

@@ -10,76 +10,15 @@ pass; objectives sharing a sample need one pass each ("colours").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 import attrs
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
+from ._aggregate import gramian_of
 from ._objective_set import ObjectiveBlock, ObjectiveSet
-
-
-def per_sample_problems(model: nn.Module) -> list[str]:
-    """Why the `per_sample` engine cannot handle `model` (empty when it can)."""
-    problems = []
-    for name, module in model.named_modules():
-        if not any(p.requires_grad for p in module.parameters(recurse=False)):
-            continue
-        label = f"{name or '<model>'} ({type(module).__name__})"
-        if isinstance(module, nn.Linear):
-            continue
-        if isinstance(module, nn.Embedding):
-            if module.max_norm is not None or module.scale_grad_by_freq or module.sparse:
-                problems.append(f"{label}: max_norm, scale_grad_by_freq and sparse are unsupported")
-            continue
-        problems.append(f"{label} owns trainable parameters but is not nn.Linear or nn.Embedding")
-    return problems
-
-
-@attrs.frozen
-class _Call:
-    module: nn.Linear | nn.Embedding
-    input: Tensor
-    output: Tensor
-    versions: tuple[int, int]
-
-
-class CallRecorder:
-    """Records the grad-enabled calls of the model's Linear and Embedding leaves while
-    attached (forward hooks; nothing is added to the autograd graph)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self._modules = [
-            module
-            for module in model.modules()
-            if isinstance(module, nn.Linear | nn.Embedding)
-            and any(p.requires_grad for p in module.parameters(recurse=False))
-        ]
-        self._handles: list[RemovableHandle] = []
-        self.calls: list[_Call] = []
-
-    def attach(self) -> None:
-        self.calls = []
-        self._handles = [
-            module.register_forward_hook(self._hook, with_kwargs=True) for module in self._modules
-        ]
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        self.calls = []
-
-    def _hook(
-        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
-    ) -> None:
-        if not (torch.is_grad_enabled() and isinstance(output, Tensor) and output.requires_grad):
-            return
-        value = args[0] if args else kwargs["input"]
-        assert isinstance(module, nn.Linear | nn.Embedding)
-        self.calls.append(_Call(module, value, output, (value._version, output._version)))
+from ._recording import Call
 
 
 @attrs.frozen
@@ -124,18 +63,17 @@ def colours(objectives: ObjectiveSet) -> list[_Colour]:
     return result
 
 
-def per_sample_jacobians(
-    objectives: ObjectiveSet,
-    calls: Sequence[_Call],
-    params: Sequence[Tensor],
-    extras: Sequence[Tensor],
-    *,
-    verify: bool,
-) -> tuple[list[Tensor | None], list[Tensor | None]]:
-    """The Jacobians `[m, *shape]` of the parameters and of the extra inputs."""
-    batch = objectives.batch_size
-    if batch is None:
-        raise ValueError("the per_sample engine needs objectives with per-sample structure")
+@attrs.frozen
+class _Pass:
+    """One backward pass: its colour and the gradients of the recorded call outputs and of
+    the extra inputs."""
+
+    colour: _Colour
+    call_grads: tuple[Tensor | None, ...]
+    extra_grads: tuple[Tensor | None, ...]
+
+
+def _check_calls(calls: Sequence[Call], batch: int) -> None:
     for call in calls:
         if (call.input._version, call.output._version) != call.versions:
             raise RuntimeError(
@@ -148,10 +86,22 @@ def per_sample_jacobians(
                 f"{tuple(call.output.shape)}, not batch-first with the {batch} samples of the "
                 "objectives; the per_sample engine needs every hooked call batch-first"
             )
-    m = objectives.count
-    slot = {id(p): i for i, p in enumerate(params)}
-    jac_params: list[Tensor | None] = [None] * len(params)
-    jac_extras: list[Tensor | None] = [None] * len(extras)
+
+
+def _passes(
+    objectives: ObjectiveSet,
+    calls: Sequence[Call],
+    params: Sequence[Tensor],
+    extras: Sequence[Tensor],
+    *,
+    verify: bool,
+) -> Iterator[_Pass]:
+    """The backward passes, one at a time. With `verify`, the first one also asks autograd
+    for the parameters' gradients and checks the per-sample sums against them."""
+    batch = objectives.batch_size
+    if batch is None:
+        raise ValueError("the per_sample engine needs objectives with per-sample structure")
+    _check_calls(calls, batch)
     plan = colours(objectives)
     outputs = [call.output for call in calls]
     for position, colour in enumerate(plan):
@@ -163,18 +113,139 @@ def per_sample_jacobians(
             retain_graph=position < len(plan) - 1,
             allow_unused=True,
         )
-        target: list[Tensor | None] = [None] * len(params) if check else jac_params
+        result = _Pass(colour, grads[: len(calls)], grads[len(calls) : len(calls) + len(extras)])
+        if check:
+            with torch.no_grad():
+                sums = weighted_sums(calls, [result], params, [(colour.owner >= 0).to(params[0].dtype)])
+                _verify(params, sums, grads[len(calls) + len(extras) :])
+        yield result
+
+
+def per_sample_jacobians(
+    objectives: ObjectiveSet,
+    calls: Sequence[Call],
+    params: Sequence[Tensor],
+    extras: Sequence[Tensor],
+    *,
+    verify: bool,
+) -> tuple[list[Tensor | None], list[Tensor | None]]:
+    """The Jacobians `[m, *shape]` of the parameters and of the extra inputs."""
+    m = objectives.count
+    slot = {id(p): i for i, p in enumerate(params)}
+    jac_params: list[Tensor | None] = [None] * len(params)
+    jac_extras: list[Tensor | None] = [None] * len(extras)
+    for one in _passes(objectives, calls, params, extras, verify=verify):
         with torch.no_grad():
-            for call, grad in zip(calls, grads[: len(calls)], strict=True):
+            for call, grad in zip(calls, one.call_grads, strict=True):
                 if grad is not None:
-                    _accumulate_call(call, grad, colour, m, slot, target)
-            if check:
-                _verify(params, target, grads[len(calls) + len(extras) :])
-                jac_params = [_sum(a, b) for a, b in zip(jac_params, target, strict=True)]
-            for i, grad in enumerate(grads[len(calls) : len(calls) + len(extras)]):
+                    _accumulate_call(call, grad, one.colour, m, slot, jac_params)
+            for i, grad in enumerate(one.extra_grads):
                 if grad is not None:
-                    jac_extras[i] = _accumulate_extra(jac_extras[i], grad, colour, m)
+                    jac_extras[i] = _accumulate_extra(jac_extras[i], grad, one.colour, m)
     return jac_params, jac_extras
+
+
+def per_sample_streamed(
+    objectives: ObjectiveSet,
+    calls: Sequence[Call],
+    params: Sequence[Tensor],
+    extras: Sequence[Tensor],
+    weights_of: Callable[[Tensor], Tensor],
+    *,
+    verify: bool,
+) -> tuple[Tensor, Tensor, list[Tensor | None], list[Tensor | None]]:
+    """The Gramian without ever holding the whole Jacobian: keep the passes' gradients,
+    build the Jacobian one module at a time to accumulate `G`, then apply the weights
+    with one weighted product per call. Returns `G`, `w` and the updates."""
+    m = objectives.count
+    passes = list(_passes(objectives, calls, params, extras, verify=verify))
+    with torch.no_grad():
+        by_module: dict[int, list[int]] = {}
+        for position, call in enumerate(calls):
+            by_module.setdefault(id(call.module), []).append(position)
+        gramian: Tensor | None = None
+        for positions in by_module.values():
+            module = calls[positions[0]].module
+            owned = [p for p in module.parameters(recurse=False) if p.requires_grad]
+            slot = {id(p): i for i, p in enumerate(owned)}
+            rows: list[Tensor | None] = [None] * len(owned)
+            for one in passes:
+                for position in positions:
+                    grad = one.call_grads[position]
+                    if grad is not None:
+                        _accumulate_call(calls[position], grad, one.colour, m, slot, rows)
+            for jacobian in rows:
+                if jacobian is not None:
+                    part = gramian_of([jacobian])
+                    gramian = part if gramian is None else gramian + part
+        if gramian is None:
+            raise ValueError("no parameter received a gradient from any objective")
+        weights = weights_of(gramian)
+        per_pass = [_sample_weights(one.colour, weights) for one in passes]
+        updates = weighted_sums(calls, passes, params, per_pass)
+        extra_updates: list[Tensor | None] = [None] * len(extras)
+        for one, sample_weights in zip(passes, per_pass, strict=True):
+            for i, grad in enumerate(one.extra_grads):
+                if grad is None:
+                    continue
+                if one.colour.single is None and grad.shape[:1] != sample_weights.shape:
+                    raise ValueError(
+                        f"an extra input of shape {tuple(grad.shape)} is not batch-first; the "
+                        "per_sample engine cannot attribute its gradient to objectives"
+                    )
+                if one.colour.single is None:
+                    scaled = grad * sample_weights.to(grad.dtype).view(-1, *[1] * (grad.ndim - 1))
+                else:
+                    scaled = grad * weights[one.colour.single].to(grad.dtype)
+                extra_updates[i] = _sum(extra_updates[i], scaled)
+    return gramian, weights, updates, extra_updates
+
+
+def _sample_weights(colour: _Colour, weights: Tensor) -> Tensor:
+    """The weight of the objective each sample feeds in this pass (0 for none)."""
+    live = colour.owner >= 0
+    return torch.where(live, weights[colour.owner.clamp_min(0)], 0.0)
+
+
+def weighted_sums(
+    calls: Sequence[Call],
+    passes: Sequence[_Pass],
+    params: Sequence[Tensor],
+    sample_weights: Sequence[Tensor],
+) -> list[Tensor | None]:
+    """`sum_b v_b * grad_b` for every parameter, with per-sample weights `v` per pass: one
+    product per call, like the weight gradient of an ordinary backward."""
+    slot = {id(p): i for i, p in enumerate(params)}
+    out: list[Tensor | None] = [None] * len(params)
+
+    def add(param: Tensor | None, value: Tensor) -> None:
+        if param is None or id(param) not in slot:
+            return
+        i = slot[id(param)]
+        current = out[i]
+        out[i] = value if current is None else current + value
+
+    for one, weights in zip(passes, sample_weights, strict=True):
+        for call, grad in zip(calls, one.call_grads, strict=True):
+            if grad is None:
+                continue
+            module = call.module
+            batch = grad.shape[0]
+            dtype = module.weight.dtype
+            v = weights.to(dtype)
+            if isinstance(module, nn.Linear):
+                x = call.input.reshape(batch, -1, module.in_features).to(dtype)
+                dy = grad.reshape(batch, -1, module.out_features).to(dtype) * v[:, None, None]
+                add(module.weight, dy.flatten(0, 1).T @ x.flatten(0, 1))
+                add(module.bias, dy.sum((0, 1)))
+            else:
+                tokens = call.input.reshape(-1)
+                dy = grad.reshape(batch, -1, module.embedding_dim).to(dtype) * v[:, None, None]
+                dy = dy.flatten(0, 1)
+                if module.padding_idx is not None:
+                    dy = torch.where((tokens == module.padding_idx)[:, None], 0.0, dy)
+                add(module.weight, torch.zeros_like(module.weight).index_add_(0, tokens, dy))
+    return out
 
 
 def _sum(a: Tensor | None, b: Tensor | None) -> Tensor | None:
@@ -188,7 +259,7 @@ def _rows(jacobian: Tensor | None, m: int, like: Tensor) -> Tensor:
 
 
 def _accumulate_call(
-    call: _Call,
+    call: Call,
     grad: Tensor,
     colour: _Colour,
     m: int,
@@ -274,19 +345,16 @@ def _accumulate_extra(jacobian: Tensor | None, grad: Tensor, colour: _Colour, m:
     return jacobian
 
 
-def _verify(params: Sequence[Tensor], jacobians: Sequence[Tensor | None], reference: Sequence[Tensor | None]) -> None:
-    """The per-sample rows of the first pass must sum to autograd's gradient for it: this
-    catches parameters used outside their module's call (e.g. `module.weight` read
+def _verify(params: Sequence[Tensor], sums: Sequence[Tensor | None], reference: Sequence[Tensor | None]) -> None:
+    """The per-sample gradients of the first pass must sum to autograd's gradient for it:
+    this catches parameters used outside their module's call (e.g. `module.weight` read
     directly), which hooks cannot see."""
     wrong = []
-    for i, (jacobian, expected) in enumerate(zip(jacobians, reference, strict=True)):
-        total = None if jacobian is None else jacobian.sum(0)
+    for i, (total, expected) in enumerate(zip(sums, reference, strict=True)):
         if expected is None and total is None:
             continue
-        if expected is None:
-            expected = torch.zeros_like(params[i])
-        if total is None:
-            total = torch.zeros_like(params[i])
+        expected = torch.zeros_like(params[i]) if expected is None else expected
+        total = torch.zeros_like(params[i]) if total is None else total
         scale = float(expected.norm()) + float(total.norm())
         if float((total - expected).norm()) > 1e-3 * scale + 1e-12:
             wrong.append(f"#{i} {tuple(params[i].shape)}")
