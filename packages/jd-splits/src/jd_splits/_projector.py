@@ -9,8 +9,8 @@ from torchjd.linalg import DualConeProjector
 _CHECK_EVERY = 8
 # Conjugate-gradient iterations of one polish (each costs one gradient iteration).
 _POLISH_ITERATIONS = 32
-# Polish at geometrically spaced checks, so failed attempts cost a bounded share.
-_POLISH_AT = frozenset(8 * 2**k for k in range(20))
+# Primal-dual active-set iterations of one polish.
+_ACTIVE_SET_ITERATIONS = 4
 
 
 class BatchedDualConeProjector(DualConeProjector):
@@ -90,21 +90,25 @@ class BatchedDualConeProjector(DualConeProjector):
         z = y.clone()
         momentum = torch.ones(lower.shape[0], 1, dtype=q.dtype, device=q.device)
         previous_free = torch.zeros_like(lower, dtype=torch.bool)
+        # The free set of each row's last failed polish: not retried until it changes.
+        failed_free = torch.zeros_like(previous_free)
         for iteration in range(self.max_iterations):
             if iteration % _CHECK_EVERY == 0:
                 free = y > lower
-                stable = (free == previous_free).all(1)
+                stable = (free == previous_free).all(1) & free.any(1)
                 previous_free = free
-                if iteration in _POLISH_AT and bool(stable.any()):
-                    y = _polish(q, lower, y, free, stable, cholesky, threshold)
+                eligible = stable & ~(free == failed_free).all(1)
+                if bool(eligible.any()):
+                    y, failed = _polish(q, lower, y, free, eligible, cholesky, threshold)
+                    failed_free[failed] = free[failed]
                 qy = y @ q
                 converged = _certified(y, qy, lower, cholesky, threshold)
                 if bool(converged.any()):
                     solution[remaining[converged]] = y[converged]
                     keep = ~converged
-                    remaining, y, z, momentum, lower, previous_free = (
+                    remaining, y, z, momentum, lower, previous_free, failed_free = (
                         remaining[keep], y[keep], z[keep], momentum[keep], lower[keep],
-                        previous_free[keep],
+                        previous_free[keep], failed_free[keep],
                     )
                     if remaining.numel() == 0:
                         return solution * d
@@ -123,36 +127,66 @@ class BatchedDualConeProjector(DualConeProjector):
 
 
 def _polish(
-    q: Tensor, lower: Tensor, y: Tensor, free: Tensor, stable: Tensor, cholesky: Tensor,
+    q: Tensor, lower: Tensor, y: Tensor, free: Tensor, eligible: Tensor, cholesky: Tensor,
     threshold: float,
-) -> Tensor:
-    """Newton step for the rows whose free set (`y > lower`) has stopped changing: minimise
-    over that free set with the other coordinates at their bound, by conjugate gradients
-    (batched matrix products, warm-started at `y`), and keep the result where it is feasible
-    and its duality gap is certified."""
-    rows = stable.nonzero().squeeze(1)
-    if rows.numel() == 0:
-        return y
-    mask = free[rows].to(q.dtype)
+) -> tuple[Tensor, Tensor]:
+    """Newton steps for the eligible rows (their free set `y > lower` has stopped changing):
+    a few primal-dual active-set iterations, each minimising over the current free set with
+    the other coordinates at their bound (conjugate gradients warm-started at `y`), then
+    freeing bound coordinates whose multiplier is negative and fixing free ones that fell
+    below their bound. Keeps the rows whose result is certified; returns the new `y` and
+    the rows that failed."""
+    rows = eligible.nonzero().squeeze(1)
     row_lower = lower[rows]
+    row_free = free[rows]
     candidate = y[rows].clone()
-    residual = -(candidate @ q) * mask
-    direction = residual.clone()
-    norm = (residual * residual).sum(1, keepdim=True)
-    for _ in range(_POLISH_ITERATIONS):
-        product = (direction @ q) * mask
-        curvature = (direction * product).sum(1, keepdim=True)
-        alpha = torch.where(curvature > 0, norm / curvature.clamp_min(1e-300), 0.0)
-        candidate = candidate + alpha * direction
-        residual = residual - alpha * product
-        new_norm = (residual * residual).sum(1, keepdim=True)
-        direction = residual + torch.where(norm > 0, new_norm / norm.clamp_min(1e-300), 0.0) * direction
-        norm = new_norm
+    for _ in range(_ACTIVE_SET_ITERATIONS):
+        candidate = torch.where(row_free, candidate, row_lower)
+        candidate = _minimise_on_free_set(q, candidate, row_free)
+        multiplier = candidate @ q
+        updated = (row_free & (candidate >= row_lower)) | (~row_free & (multiplier < 0))
+        settled = (updated == row_free).all(1)
+        row_free = updated
+        if bool(settled.all()):
+            break
     candidate = torch.maximum(candidate, row_lower)
     certified = _certified(candidate, candidate @ q, row_lower, cholesky, threshold)
     y = y.clone()
     y[rows[certified]] = candidate[certified]
-    return y
+    failed = torch.zeros_like(eligible)
+    failed[rows[~certified]] = True
+    return y, failed
+
+
+def _minimise_on_free_set(q: Tensor, start: Tensor, free: Tensor) -> Tensor:
+    """Conjugate gradients on `Q_FF y_F = -Q_FA y_A` for every row at once (rows leave the
+    batch as they converge)."""
+    mask = free.to(q.dtype)
+    candidate = start.clone()
+    residual = -(candidate @ q) * mask
+    direction = residual.clone()
+    norm = (residual * residual).sum(1, keepdim=True)
+    tolerance = 1e-28 * norm
+    active = torch.arange(start.shape[0], device=start.device)
+    for iteration in range(_POLISH_ITERATIONS):
+        if iteration % 8 == 7:
+            going = (norm > tolerance[active]).squeeze(1)
+            if not bool(going.all()):
+                active, mask, residual, direction, norm = (
+                    active[going], mask[going], residual[going], direction[going], norm[going]
+                )
+                if active.numel() == 0:
+                    break
+        product = (direction @ q) * mask
+        curvature = (direction * product).sum(1, keepdim=True)
+        alpha = torch.where(curvature > 0, norm / curvature.clamp_min(1e-300), 0.0)
+        candidate[active] += alpha * direction
+        residual = residual - alpha * product
+        new_norm = (residual * residual).sum(1, keepdim=True)
+        beta = torch.where(norm > 0, new_norm / norm.clamp_min(1e-300), 0.0)
+        direction = residual + beta * direction
+        norm = new_norm
+    return candidate
 
 
 def _certified(y: Tensor, qy: Tensor, lower: Tensor, cholesky: Tensor, threshold: float) -> Tensor:
