@@ -61,7 +61,9 @@ class Block(nn.Module):
 
 
 class TinyTRM(nn.Module):
-    def __init__(self, vocab: int = 12, hidden: int = 64, h_cycles: int = 3, l_cycles: int = 4) -> None:
+    def __init__(
+        self, vocab: int = 12, hidden: int = 64, h_cycles: int = 3, l_cycles: int = 4
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, hidden)
         self.blocks = nn.ModuleList(Block(hidden, 2) for _ in range(2))
@@ -182,10 +184,16 @@ def bench_splits(args: argparse.Namespace) -> None:
             step = jd_step(setup, split, jd)
             used = step()
             seconds, factor = ratio(setup, step, args.repeats)
-            print(f"{name:9s} {engine:9s} -> {used:10s} {seconds * 1e3:8.0f} ms  {factor:6.2f}x GD  (target <= {target}x)")
+            print(
+                f"{name:9s} {engine:9s} -> {used:10s} {seconds * 1e3:8.0f} ms  {factor:6.2f}x GD  (target <= {target}x)"
+            )
         if args.reference:
-            seconds, factor = ratio(setup, reference_sequential(setup, split), max(2, args.repeats // 3))
-            print(f"{name:9s} reference (one backward per objective) {seconds * 1e3:8.0f} ms  {factor:6.2f}x GD")
+            seconds, factor = ratio(
+                setup, reference_sequential(setup, split), max(2, args.repeats // 3)
+            )
+            print(
+                f"{name:9s} reference (one backward per objective) {seconds * 1e3:8.0f} ms  {factor:6.2f}x GD"
+            )
 
 
 def iwrm_gramian(batch: int) -> Tensor:
@@ -246,14 +254,18 @@ def bench_projector(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=["iwrm", "pixel10", "pixel100", "projector"])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--projector-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--reference", action="store_true", help="also time one backward per objective")
+    parser.add_argument(
+        "--reference", action="store_true", help="also time one backward per objective"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -53,7 +53,9 @@ def make_terms() -> TermsFactory:
 
         return Terms(
             lm=losses(),
-            halt=(torch.rand(batch, generator=generator, dtype=torch.float64) + 0.1).requires_grad_()
+            halt=(
+                torch.rand(batch, generator=generator, dtype=torch.float64) + 0.1
+            ).requires_grad_()
             if halt
             else None,
             internal=[losses() for _ in range(internal)] or None,
@@ -109,7 +111,9 @@ class TinyRecursive(nn.Module):
             h = block(h)
         return h
 
-    def forward(self, tokens: Tensor, labels: Tensor, rows: Tensor, *, internal: bool = False) -> Terms:
+    def forward(
+        self, tokens: Tensor, labels: Tensor, rows: Tensor, *, internal: bool = False
+    ) -> Terms:
         x = self.embed(tokens) + F.pad(rows[:, None, :], (0, 0, 0, tokens.shape[1] - 1))
         z_h = self.z_init[0].expand_as(x)
         z_l = self.z_init[1].expand_as(x)
@@ -153,7 +157,9 @@ ModelFactory = Callable[..., tuple[TinyRecursive, Batch]]
 def tiny_model() -> ModelFactory:
     """A seeded `TinyRecursive` and a batch: `ignored` trailing positions carry no label."""
 
-    def factory(batch: int = 4, length: int = 6, *, ignored: int = 1, seed: int = 0) -> tuple[TinyRecursive, Batch]:
+    def factory(
+        batch: int = 4, length: int = 6, *, ignored: int = 1, seed: int = 0
+    ) -> tuple[TinyRecursive, Batch]:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = TinyRecursive().double()

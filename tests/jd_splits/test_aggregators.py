@@ -62,4 +62,6 @@ def test_batched_upgrad_matches_quadprog_upgrad() -> None:
     generator = torch.Generator().manual_seed(1)
     jacobian = torch.randn(12, 30, generator=generator, dtype=torch.float64)
     jacobian[6:] -= 1.5 * jacobian[:6]  # strong conflicts
-    torch.testing.assert_close(make_aggregator("upgrad")(jacobian), UPGrad()(jacobian), rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(
+        make_aggregator("upgrad")(jacobian), UPGrad()(jacobian), rtol=1e-5, atol=1e-8
+    )

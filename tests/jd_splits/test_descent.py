@@ -46,7 +46,11 @@ def jd_step(
     max_jacobian_bytes: int | None = None,
 ) -> Diagnostics:
     jd = JacobianDescent(
-        model, aggregator=aggregator, engine=engine, split=split, max_jacobian_bytes=max_jacobian_bytes
+        model,
+        aggregator=aggregator,
+        engine=engine,
+        split=split,
+        max_jacobian_bytes=max_jacobian_bytes,
     )
     with jd.record():
         internal = split.refinements is not Refinements.FINAL
@@ -63,6 +67,8 @@ SPLITS = {
     "iwrm_q_halt_out": (get_split("iwrm_q_halt_out"), 1),
     "pixelwise_q_halt_in": (get_split("pixelwise_q_halt_in"), 1),
     "iwrm_pixelwise_grouped": (get_split("iwrm_pixelwise_q_halt_in", groups=5), 1),
+    "iwrm_grouped": (get_split("iwrm_q_halt_in", groups=3), 1),
+    "pixelwise_grouped": (get_split("pixelwise_q_halt_out", groups=4), 1),
     "stack_internal_losses": (get_split("stack_internal_losses", intermediate_weight=0.5), 1),
     "stack_supervisions_and_iwrm": (get_split("stack_supervisions_and_iwrm"), 2),
     "lm_loss_vs_q_halt_loss": (get_split("lm_loss_vs_q_halt_loss"), 1),
@@ -103,7 +109,15 @@ def test_per_sample_without_the_whole_jacobian(name: str, tiny_model: ModelFacto
     for got, want in zip(grads(model, batch), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-10)
     with pytest.raises(MemoryError, match="needs it whole"):
-        jd_step(model, batch, split, "per_sample", aggregator="graddrop", steps=steps, max_jacobian_bytes=1)
+        jd_step(
+            model,
+            batch,
+            split,
+            "per_sample",
+            aggregator="graddrop",
+            steps=steps,
+            max_jacobian_bytes=1,
+        )
 
 
 @pytest.mark.parametrize("engine", ["auto", *ENGINES])
@@ -129,8 +143,17 @@ def explicit_jacobian(model: TinyRecursive, batch: Batch, split: Split) -> Tenso
     values = split.objectives([terms]).values
     rows = []
     for value in values:
-        gradient = torch.autograd.grad(value, list(model.parameters()), retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(gradient, model.parameters(), strict=True)]))
+        gradient = torch.autograd.grad(
+            value, list(model.parameters()), retain_graph=True, allow_unused=True
+        )
+        rows.append(
+            torch.cat(
+                [
+                    (torch.zeros_like(p) if g is None else g).flatten()
+                    for g, p in zip(gradient, model.parameters(), strict=True)
+                ]
+            )
+        )
     return torch.stack(rows)
 
 
@@ -194,7 +217,10 @@ def test_other_forwards_between_steps(engine: EngineName, tiny_model: ModelFacto
     def step() -> list[Tensor]:
         clear(model, batch)
         with jd.record():
-            jd.backward(split.objectives([model(batch.tokens, batch.labels, batch.rows)]), extra_inputs=[batch.rows])
+            jd.backward(
+                split.objectives([model(batch.tokens, batch.labels, batch.rows)]),
+                extra_inputs=[batch.rows],
+            )
         return grads(model, batch)
 
     first = step()
@@ -206,6 +232,13 @@ def test_other_forwards_between_steps(engine: EngineName, tiny_model: ModelFacto
     for got, want in zip(step(), first, strict=True):
         torch.testing.assert_close(got, want)
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_record_is_not_reentrant(tiny_model: ModelFactory) -> None:
+    model, _ = tiny_model()
+    jd = JacobianDescent(model)
+    with jd.record(), pytest.raises(RuntimeError, match="already active"), jd.record():
+        pass
 
 
 def test_backward_outside_record_is_refused(tiny_model: ModelFactory) -> None:
@@ -270,8 +303,17 @@ def test_diagnostics_as_dict(tiny_model: ModelFactory) -> None:
     assert flat["jd/engine"] == "per_sample" and flat["jd/num_objectives"] == 4
     assert set(flat) == {
         "jd/" + k
-        for k in ("engine", "num_objectives", "dropped", "cosine_to_mean", "gramian_min",
-                  "gramian_mean", "gramian_median", "conflict_share", "seconds")
+        for k in (
+            "engine",
+            "num_objectives",
+            "dropped",
+            "cosine_to_mean",
+            "gramian_min",
+            "gramian_mean",
+            "gramian_median",
+            "conflict_share",
+            "seconds",
+        )
     }
     assert 0 < diagnostics.cosine_to_mean <= 1 + 1e-12 and diagnostics.seconds > 0
     assert not math.isnan(diagnostics.gramian_median)

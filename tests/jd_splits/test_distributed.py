@@ -58,6 +58,13 @@ WORKER = textwrap.dedent(
         torch.testing.assert_close(got.grad, want)
     # Extra inputs are not reduced: each rank keeps its own rows' update.
     torch.testing.assert_close(rows.grad, local_update(rank)[1])
+    # Outside record() the forward would not run under no_sync(): refused.
+    try:
+        jd.backward(losses(model, x, y, rows).sum()[None])
+    except RuntimeError as error:
+        assert "record" in str(error)
+    else:
+        raise AssertionError("backward outside record() under DDP was accepted")
     # A second step works the same (DDP's reducer was kept out of the first).
     model.zero_grad()
     with jd.record():

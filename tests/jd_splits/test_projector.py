@@ -24,7 +24,9 @@ def gramians(m: int, seed: int) -> dict[str, Tensor]:
     simplex = torch.full((m, m), -1.0 / (m - 1), dtype=F64).fill_diagonal_(1.0)
     near_zero = wide.clone()
     near_zero[: m // 4] *= 1e-7
-    aligned = torch.randn(m, 3 * m, generator=g, dtype=F64) + 2 * torch.randn(1, 3 * m, generator=g, dtype=F64)
+    aligned = torch.randn(m, 3 * m, generator=g, dtype=F64) + 2 * torch.randn(
+        1, 3 * m, generator=g, dtype=F64
+    )
     opposed = torch.cat([wide[: m // 2], -wide[: m - m // 2] + 0.1 * wide[m // 2 :]])
     return {
         "random": wide @ wide.T,
@@ -110,7 +112,9 @@ def test_upgrad_update_does_not_conflict(kind: str) -> None:
 )
 def test_property_matches_quadprog(m: int, n: int, seed: int, shift: float) -> None:
     g = torch.Generator().manual_seed(seed)
-    J = torch.randn(m, n, generator=g, dtype=F64) + shift * torch.randn(1, n, generator=g, dtype=F64)
+    J = torch.randn(m, n, generator=g, dtype=F64) + shift * torch.randn(
+        1, n, generator=g, dtype=F64
+    )
     assert_matches_quadprog(torch.eye(m, dtype=F64) / m, J @ J.T)
 
 

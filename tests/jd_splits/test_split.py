@@ -103,9 +103,13 @@ def test_objective_values(make_terms: TermsFactory) -> None:
     torch.testing.assert_close(values("iwrm_q_halt_out"), torch.cat([lm.sum(1), halt]))
     torch.testing.assert_close(values("pixelwise_q_halt_in"), lm.sum(0) + halt.sum() / P)
     torch.testing.assert_close(values("pixelwise_q_halt_out"), torch.cat([lm.sum(0), halt]))
-    torch.testing.assert_close(values("lm_loss_vs_q_halt_loss"), torch.stack([lm.sum(), halt.sum()]))
+    torch.testing.assert_close(
+        values("lm_loss_vs_q_halt_loss"), torch.stack([lm.sum(), halt.sum()])
+    )
     # Each sample's halting loss is shared by that sample's own objectives.
-    torch.testing.assert_close(values("iwrm_pixelwise_q_halt_in"), (lm + halt[:, None] / P).flatten())
+    torch.testing.assert_close(
+        values("iwrm_pixelwise_q_halt_in"), (lm + halt[:, None] / P).flatten()
+    )
     share = halt.sum() / (H + 1)
     stacked = torch.stack([lm.sum()] + [W * i.sum() for i in internal]) + share
     torch.testing.assert_close(values("stack_internal_losses"), stacked)
@@ -133,7 +137,9 @@ def test_masked_slots_are_dropped(make_terms: TermsFactory) -> None:
     objectives = get_split("iwrm_q_halt_out").objectives([terms])
     assert (objectives.count, objectives.dropped) == (2 * (B - 1), 2)
     keep = mask.nonzero().squeeze(1)
-    torch.testing.assert_close(objectives.values, torch.cat([terms.lm.sum(1)[keep], terms.halt[keep]]))
+    torch.testing.assert_close(
+        objectives.values, torch.cat([terms.lm.sum(1)[keep], terms.halt[keep]])
+    )
 
 
 def test_grouping_is_near_equal_seeded_and_fresh_per_step(terms_class: type[Terms]) -> None:

@@ -61,7 +61,9 @@ def _cagrad(**params: Any) -> Aggregator:
 def _cr_mogm(**params: Any) -> Aggregator:
     """UPGrad whose weights are smoothed across steps by an exponential moving average."""
     projector = params.pop("projector", BatchedDualConeProjector())
-    return GramianWeightedAggregator(CRMOGMWeighting(UPGradWeighting(projector=projector), **params))
+    return GramianWeightedAggregator(
+        CRMOGMWeighting(UPGradWeighting(projector=projector), **params)
+    )
 
 
 _FACTORIES: dict[str, Callable[..., Aggregator]] = {
@@ -128,14 +130,28 @@ def gramian_weighting(aggregator: Aggregator) -> Weighting[Any] | None:
     return None
 
 
-def fixed_weights(aggregator: Aggregator, count: int, like: Tensor) -> Tensor | None:
-    """The weights when they depend on nothing but the number of objectives (`mean`,
-    `sum`, `constant`, `random`): the update is then one backward of the weighted sum."""
+def _fixed_weighting(aggregator: Aggregator) -> Weighting[Any] | None:
     if isinstance(aggregator, WeightedAggregator) and not isinstance(
         aggregator, GramianWeightedAggregator
     ):
         weighting = aggregator.weighting
-        if isinstance(weighting, MeanWeighting | SumWeighting | ConstantWeighting | RandomWeighting):
-            with torch.no_grad():
-                return weighting(like.new_zeros(count, 1))
+        if isinstance(
+            weighting, MeanWeighting | SumWeighting | ConstantWeighting | RandomWeighting
+        ):
+            return weighting
     return None
+
+
+def has_fixed_weights(aggregator: Aggregator) -> bool:
+    """Whether the weights depend on nothing but the number of objectives (`mean`, `sum`,
+    `constant`, `random`), so that the update is one backward of the weighted sum."""
+    return _fixed_weighting(aggregator) is not None
+
+
+def fixed_weights(aggregator: Aggregator, count: int, like: Tensor) -> Tensor | None:
+    """Those weights for `count` objectives (None for other aggregators)."""
+    weighting = _fixed_weighting(aggregator)
+    if weighting is None:
+        return None
+    with torch.no_grad():
+        return weighting(like.new_zeros(count, 1)).to(like)

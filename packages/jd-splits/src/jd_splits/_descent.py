@@ -14,7 +14,13 @@ from torchjd.autogram import Engine
 
 from . import _engines
 from ._aggregate import Aggregation, aggregate_jacobian, weights_from_gramian
-from ._aggregators import Aggregator, fixed_weights, gramian_weighting, make_aggregator
+from ._aggregators import (
+    Aggregator,
+    fixed_weights,
+    gramian_weighting,
+    has_fixed_weights,
+    make_aggregator,
+)
 from ._diagnostics import Diagnostics, empty_statistics, gramian_statistics
 from ._objective_set import ObjectiveSet
 from ._per_sample import per_sample_jacobians, per_sample_streamed
@@ -96,7 +102,7 @@ class JacobianDescent:
         self.autojac_chunk_size = autojac_chunk_size
         self._ddp = model if isinstance(model, nn.parallel.DistributedDataParallel) else None
         self._module: nn.Module = self._ddp.module if self._ddp is not None else model
-        self._params = _unique_trainable(self._module)
+        self._params: list[Tensor] = [p for p in self._module.parameters() if p.requires_grad]
         self._max_jacobian_bytes = max_jacobian_bytes
         self._verified = False
         self._recording = False
@@ -109,16 +115,19 @@ class JacobianDescent:
         problems = per_sample_problems(self._module)
         if self.engine == "per_sample":
             if problems:
-                raise ValueError("the per_sample engine cannot handle this model: " + "; ".join(problems))
+                raise ValueError(
+                    "the per_sample engine cannot handle this model: " + "; ".join(problems)
+                )
             return frozenset({"per_sample"})
         if self.engine == "autogram":
             if not gramian_based:
-                raise ValueError(f"the autogram engine needs a Gramian-based aggregator, not {self.aggregator}")
+                raise ValueError(
+                    f"the autogram engine needs a Gramian-based aggregator, not {self.aggregator}"
+                )
             return frozenset({"autogram"})
         if self.engine != "auto":
             return frozenset()
-        no_jacobian = fixed_weights(self.aggregator, 1, torch.zeros(1)) is not None
-        if (split is not None and split.single_objective) or no_jacobian:
+        if (split is not None and split.single_objective) or has_fixed_weights(self.aggregator):
             return frozenset()
         if not problems:
             return frozenset({"per_sample"})
@@ -178,6 +187,11 @@ class JacobianDescent:
                 "this JacobianDescent records the forward with hooks: run the forward and "
                 "call backward inside `with jd.record():`"
             )
+        if self._ddp is not None and not self._recording:
+            raise RuntimeError(
+                "under DistributedDataParallel, run the forward and call backward inside "
+                "`with jd.record():` (the forward must run under no_sync())"
+            )
         for extra in extra_inputs:
             if not (extra.is_leaf and extra.requires_grad):
                 raise ValueError("extra_inputs must be leaf tensors that require grad")
@@ -197,7 +211,9 @@ class JacobianDescent:
         m = objectives.count
         params = self._params
         if m == 0:
-            return "none", Aggregation([None] * len(params), [None] * len(extras), empty_statistics())
+            return "none", Aggregation(
+                [None] * len(params), [None] * len(extras), empty_statistics()
+            )
         if m == 1:
             return "plain", _engines.plain(objectives, params, extras)
         engine = self.engine
@@ -227,7 +243,9 @@ class JacobianDescent:
             raise RuntimeError("the per_sample engine was not planned for this JacobianDescent")
         params, calls, verify = self._params, self._recorder.calls, not self._verified
         if self._fits(objectives.count):
-            jac_params, jac_extras = per_sample_jacobians(objectives, calls, params, extras, verify=verify)
+            jac_params, jac_extras = per_sample_jacobians(
+                objectives, calls, params, extras, verify=verify
+            )
             self._verified = True
             return aggregate_jacobian(self.aggregator, jac_params, jac_extras)
         if gramian_weighting(self.aggregator) is None:
@@ -269,7 +287,9 @@ class JacobianDescent:
         updates = aggregation.params
         if self._ddp is not None:
             updates = _all_reduce_mean(self._params, updates, self._ddp.process_group)
-        for tensor, update in zip([*self._params, *extras], [*updates, *aggregation.extras], strict=True):
+        for tensor, update in zip(
+            [*self._params, *extras], [*updates, *aggregation.extras], strict=True
+        ):
             if update is None:
                 continue
             update = update.to(tensor.dtype).view_as(tensor)
@@ -279,24 +299,20 @@ class JacobianDescent:
                 tensor.grad += update
 
 
-def _unique_trainable(module: nn.Module) -> list[Tensor]:
-    seen: set[int] = set()
-    params: list[Tensor] = []
-    for param in module.parameters():
-        if param.requires_grad and id(param) not in seen:
-            seen.add(id(param))
-            params.append(param)
-    return params
-
-
 def _all_reduce_mean(
     params: Sequence[Tensor], updates: Sequence[Tensor | None], group: Any
 ) -> list[Tensor | None]:
     """One all-reduce of every parameter's update (zeros where a rank has none), divided by
     the world size. Every rank calls it once per step whatever its objectives."""
     flat = torch.cat(
-        [(torch.zeros_like(p) if u is None else u.to(p.dtype)).reshape(-1) for p, u in zip(params, updates, strict=True)]
+        [
+            (torch.zeros_like(p) if u is None else u.to(p.dtype)).reshape(-1)
+            for p, u in zip(params, updates, strict=True)
+        ]
     )
     dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
     flat /= dist.get_world_size(group)
-    return [chunk.view_as(p) for chunk, p in zip(torch.split(flat, [p.numel() for p in params]), params, strict=True)]
+    return [
+        chunk.view_as(p)
+        for chunk, p in zip(torch.split(flat, [p.numel() for p in params]), params, strict=True)
+    ]

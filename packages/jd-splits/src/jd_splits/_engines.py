@@ -37,7 +37,9 @@ def _split_updates(updates: Updates, n_params: int, statistics: dict[str, float]
     return Aggregation(updates[:n_params], updates[n_params:], statistics)
 
 
-def plain(objectives: ObjectiveSet, params: Sequence[Tensor], extras: Sequence[Tensor]) -> Aggregation:
+def plain(
+    objectives: ObjectiveSet, params: Sequence[Tensor], extras: Sequence[Tensor]
+) -> Aggregation:
     """A single objective: one ordinary backward."""
     loss = objectives.values.sum()
     updates = _grad([loss], [*params, *extras], [torch.ones_like(loss)])
@@ -57,7 +59,9 @@ def weighted(
 
 
 def _touching(objectives: ObjectiveSet) -> list[set[int]]:
-    return [set(torch.unique(block.index[block.index >= 0]).tolist()) for block in objectives.blocks]
+    return [
+        set(torch.unique(block.index[block.index >= 0]).tolist()) for block in objectives.blocks
+    ]
 
 
 def sequential_jacobians(objectives: ObjectiveSet, inputs: Sequence[Tensor]) -> Updates:
@@ -74,10 +78,8 @@ def sequential_jacobians(objectives: ObjectiveSet, inputs: Sequence[Tensor]) -> 
             ]
             outputs, cotangents = [p[0] for p in pairs], [p[1] for p in pairs]
         else:
-            values = objectives.values
-            outputs, cotangents = [values], [torch.nn.functional.one_hot(
-                torch.tensor(i, device=values.device), m
-            ).to(values.dtype)]
+            value = objectives.values[i]
+            outputs, cotangents = [value], [torch.ones_like(value)]
         rows.append(_grad(outputs, inputs, cotangents, retain_graph=i < m - 1))
     return [_stack_rows([row[k] for row in rows], inputs[k]) for k in range(len(inputs))]
 
@@ -142,7 +144,9 @@ def autogram(
     ids = flat[valid]
     m = objectives.count
     atom_gramian = engine.compute_gramian(atoms).detach()
-    partial = atom_gramian.new_zeros(m, atom_gramian.shape[1]).index_add_(0, ids, atom_gramian[valid])
+    partial = atom_gramian.new_zeros(m, atom_gramian.shape[1]).index_add_(
+        0, ids, atom_gramian[valid]
+    )
     gramian = partial.new_zeros(m, m).index_add_(1, ids, partial[:, valid])
     weights = weights_from_gramian(aggregator, gramian)
     cotangent = torch.zeros_like(flat, dtype=atoms.dtype)

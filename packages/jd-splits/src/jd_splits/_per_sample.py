@@ -118,7 +118,9 @@ def _passes(
             # Half-precision forwards round differently from the float32 sums made here.
             low = any(c.output.dtype in (torch.float16, torch.bfloat16) for c in calls)
             with torch.no_grad():
-                sums = weighted_sums(calls, [result], params, [(colour.owner >= 0).to(params[0].dtype)])
+                sums = weighted_sums(
+                    calls, [result], params, [(colour.owner >= 0).to(params[0].dtype)]
+                )
                 _verify(params, sums, grads[len(calls) + len(extras) :], 5e-2 if low else 1e-3)
         yield result
 
@@ -311,7 +313,9 @@ def _accumulate_call(
     target[index] = jacobian
 
 
-def _add_row(parts: dict[Tensor, Tensor], row: int, m: int, slot: dict[int, int], target: list[Tensor | None]) -> None:
+def _add_row(
+    parts: dict[Tensor, Tensor], row: int, m: int, slot: dict[int, int], target: list[Tensor | None]
+) -> None:
     for param, value in parts.items():
         index = slot.get(id(param))
         if index is None:
@@ -321,7 +325,13 @@ def _add_row(parts: dict[Tensor, Tensor], row: int, m: int, slot: dict[int, int]
         target[index] = jacobian
 
 
-def _add_rows(parts: dict[Tensor, Tensor], owner: Tensor, m: int, slot: dict[int, int], target: list[Tensor | None]) -> None:
+def _add_rows(
+    parts: dict[Tensor, Tensor],
+    owner: Tensor,
+    m: int,
+    slot: dict[int, int],
+    target: list[Tensor | None],
+) -> None:
     for param, value in parts.items():
         index = slot.get(id(param))
         if index is None:

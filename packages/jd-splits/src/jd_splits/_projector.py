@@ -110,8 +110,13 @@ class BatchedDualConeProjector(DualConeProjector):
                     solution[remaining[done]] = y[done]
                     keep = ~done
                     remaining, y, z, momentum, lower, previous_free, failed_free = (
-                        remaining[keep], y[keep], z[keep], momentum[keep], lower[keep],
-                        previous_free[keep], failed_free[keep],
+                        remaining[keep],
+                        y[keep],
+                        z[keep],
+                        momentum[keep],
+                        lower[keep],
+                        previous_free[keep],
+                        failed_free[keep],
                     )
                     if remaining.numel() == 0:
                         return solution * d
@@ -130,7 +135,12 @@ class BatchedDualConeProjector(DualConeProjector):
 
 
 def _polish(
-    q: Tensor, lower: Tensor, y: Tensor, free: Tensor, eligible: Tensor, cholesky: Tensor,
+    q: Tensor,
+    lower: Tensor,
+    y: Tensor,
+    free: Tensor,
+    eligible: Tensor,
+    cholesky: Tensor,
     threshold: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Newton steps for the eligible rows (their free set `y > lower` has stopped changing):
@@ -177,7 +187,11 @@ def _minimise_on_free_set(q: Tensor, start: Tensor, free: Tensor) -> Tensor:
             going = (norm > tolerance[active]).squeeze(1)
             if not bool(going.all()):
                 active, mask, residual, direction, norm = (
-                    active[going], mask[going], residual[going], direction[going], norm[going]
+                    active[going],
+                    mask[going],
+                    residual[going],
+                    direction[going],
+                    norm[going],
                 )
                 if active.numel() == 0:
                     break

@@ -41,7 +41,9 @@ class Refinements(enum.Enum):
     """Each `w * internal[h]` as a separate objective (H of them); `lm` is left out."""
 
 
-def _positive_groups(instance: Split, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+def _positive_groups(
+    instance: Split, attribute: attrs.Attribute[int | None], value: int | None
+) -> None:
     if value is not None and value < 1:
         raise ValueError(f"groups must be None or >= 1, got {value}")
 
@@ -197,7 +199,7 @@ class Split:
         device = raw[0][0].device
         live = torch.zeros(total, dtype=torch.bool, device=device)
         global_ids = []
-        for (atoms, ids, _), offset in zip(raw, offsets, strict=False):
+        for (atoms, ids, _), offset in zip(raw, offsets[:-1], strict=True):
             ids = ids + offset
             global_ids.append(ids)
             live[ids[atoms.detach() != 0]] = True
