@@ -24,6 +24,7 @@ LOCAL_DEPENDENCIES: dict[str, list[str]] = {
     "arc-data": [],
     "trm-model": [],
     "jd-splits": [],
+    "trm-train": ["arc-data", "trm-model", "jd-splits"],
 }
 
 
@@ -58,6 +59,12 @@ def trmmodel(session: nox.Session) -> None:
 def jdsplits(session: nox.Session) -> None:
     """jd-splits alone: loss splits, the JD step, the batched UPGrad projector."""
     _test_package(session, "jd-splits")
+
+
+@nox.session
+def trmtrain(session: nox.Session) -> None:
+    """trm-train with its three local dependencies: loop, optimizers, DDP, resume, scoring."""
+    _test_package(session, "trm-train")
 
 
 def _all_packages_editable(session: nox.Session) -> None:

@@ -1,0 +1,53 @@
+"""Train and evaluate Tiny Recursive Models on ARC with gradient or Jacobian descent.
+
+`trm-train` (and `python -m trm_train` for torchrun) runs `train` on a `TrainConfig`
+built from a recipe (`arc2`, `tiny`) and command-line overrides; `trm-eval` scores a
+run's checkpoint with the official pass@K rule.
+"""
+
+from ._adam_atan2 import AdamATan2, make_adam_atan2
+from ._checkpoint import list_checkpoints, load_checkpoint
+from ._config import (
+    RECIPES,
+    DataConfig,
+    LoopConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    TrainConfig,
+    arc2,
+    tiny,
+)
+from ._distributed import Distributed, init_distributed
+from ._ema import ParameterEMA
+from ._failure_weights import FailureWeights
+from ._loop import TrainingError, TrainSummary, train
+from ._metrics_log import LoggingConfig, read_metrics
+from ._run import load_trained_model, read_run_config
+from ._schedule import warmup_cosine
+
+__all__ = [
+    "RECIPES",
+    "AdamATan2",
+    "DataConfig",
+    "Distributed",
+    "FailureWeights",
+    "LoggingConfig",
+    "LoopConfig",
+    "ObjectiveConfig",
+    "OptimConfig",
+    "ParameterEMA",
+    "TrainConfig",
+    "TrainSummary",
+    "TrainingError",
+    "arc2",
+    "init_distributed",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_trained_model",
+    "make_adam_atan2",
+    "read_metrics",
+    "read_run_config",
+    "tiny",
+    "train",
+    "warmup_cosine",
+]

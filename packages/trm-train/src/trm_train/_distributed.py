@@ -1,0 +1,105 @@
+"""Process-group setup and the two reductions training needs.
+
+Launched by `torchrun`, every rank trains on its slice of the global batch. Gradients
+are averaged across ranks by hand (one all-reduce over a flat buffer), the way the
+reference TRM code does it, rather than through `DistributedDataParallel`: every JD
+engine (some never call `backward` on the parameters) then syncs the same way. The
+puzzle-embedding rows of all ranks are all-gathered so that every rank applies the same
+sparse update to its copy of the table.
+
+Collectives carry a timeout: a rank that dies or hangs makes the others fail instead of
+waiting forever, and torchrun then stops the job with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import attrs
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@attrs.frozen
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = attrs.field(factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str, *, timeout_s: float = 300.0) -> Distributed:
+    """Join the torchrun process group if launched by torchrun, and pick the device.
+
+    `device` is "auto" (CUDA when available), "cpu" or "cuda".
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but CUDA is not available")
+    chosen = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(chosen)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo",
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+    return Distributed(rank=rank, world_size=world_size, device=chosen)
+
+
+def shutdown_distributed(runtime: Distributed) -> None:
+    if runtime.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def average_gradients(params: list[Tensor], runtime: Distributed) -> None:
+    """Replace each `.grad` by its mean over ranks (missing grads count as zero)."""
+    if not runtime.enabled:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads])
+    dist.all_reduce(flat)
+    flat /= runtime.world_size
+    offset = 0
+    for param, grad in zip(params, grads, strict=True):
+        count = grad.numel()
+        param.grad = flat[offset : offset + count].view_as(param).to(param.dtype)
+        offset += count
+
+
+def all_gather_rows(ids: Tensor, grads: Tensor, runtime: Distributed) -> tuple[Tensor, Tensor]:
+    """Every rank's (puzzle identifiers, row gradients), concatenated in rank order."""
+    if not runtime.enabled:
+        return ids, grads
+    all_ids = [torch.empty_like(ids) for _ in range(runtime.world_size)]
+    all_grads = [torch.empty_like(grads) for _ in range(runtime.world_size)]
+    dist.all_gather(all_ids, ids.contiguous())
+    dist.all_gather(all_grads, grads.contiguous())
+    return torch.cat(all_ids), torch.cat(all_grads)
+
+
+def broadcast_module(module: torch.nn.Module, runtime: Distributed) -> None:
+    """Make every rank start from rank 0's parameters and buffers."""
+    if not runtime.enabled:
+        return
+    for tensor in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+
+
+def all_reduce_sum(values: Tensor, runtime: Distributed) -> Tensor:
+    if runtime.enabled:
+        values = values.clone()
+        dist.all_reduce(values)
+    return values

@@ -1,0 +1,226 @@
+"""Everything one training run holds, built from a `TrainConfig`, and its checkpoint state."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+import arc_data
+import trm_model
+from jd_splits import JacobianDescent, Split, get_split
+
+from ._adam_atan2 import make_adam_atan2
+from ._config import TrainConfig
+from ._distributed import Distributed
+from ._ema import ParameterEMA
+from ._failure_weights import FailureWeights
+from ._schedule import warmup_cosine_scheduler
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """An independent 63-bit seed for one purpose (model init, one rank's draws, ...)."""
+    state = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+_INIT_STREAM = 0
+_TRAIN_STREAM = 1
+
+
+def check_store_matches(config: trm_model.TRMConfig, store: arc_data.ArcStore) -> None:
+    """Refuse a store whose shape differs from the model's, naming both values."""
+    meta = store.metadata
+    if meta.num_puzzle_identifiers != config.num_puzzle_identifiers:
+        raise ValueError(
+            f"{store.path}: the store has {meta.num_puzzle_identifiers} puzzle identifiers, "
+            f"the model was built for {config.num_puzzle_identifiers}"
+        )
+    if meta.seq_len != config.seq_len:
+        raise ValueError(
+            f"{store.path}: the store's sequence length is {meta.seq_len}, "
+            f"the model's is {config.seq_len}"
+        )
+
+
+@attrs.define(kw_only=True, eq=False)
+class Trainer:
+    """The mutable state of a run. `state_dict()` is everything a checkpoint needs to
+    continue bit-exactly: weights, puzzle table, both optimizers, schedule, EMA, step,
+    generators, sampler position, failure weights and the ACT carry."""
+
+    config: TrainConfig
+    runtime: Distributed
+    store: arc_data.ArcStore
+    model: trm_model.TRM
+    jd: JacobianDescent
+    split: Split
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    puzzle_optimizer: trm_model.SparseSignSGD
+    ema: ParameterEMA | None
+    sampler: arc_data.TrainSampler
+    generator: torch.Generator
+    failure_weights: FailureWeights | None
+    # The model's forward, compiled with `--compile`.
+    forward: Callable[..., trm_model.StepOutput]
+    step: int = 0
+    carry: trm_model.Carry | None = None
+
+    # Keys of `state_dict` that differ between ranks.
+    RANK_LOCAL: ClassVar[tuple[str, ...]] = ("generator", "torch_rng", "carry")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "aggregator": self.jd.aggregator.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "failure_weights": (
+                None if self.failure_weights is None else self.failure_weights.state_dict()
+            ),
+            "carry": None if self.carry is None else dataclasses.asdict(self.carry),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.runtime.device
+        self.step = int(state["step"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.jd.aggregator.load_state_dict(state["aggregator"])
+        self.sampler.load_state_dict(state["sampler"])
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        if self.failure_weights is not None and state["failure_weights"] is not None:
+            self.failure_weights.load_state_dict(state["failure_weights"])
+        self.carry = None if state["carry"] is None else _carry_from_dict(state["carry"], device)
+
+
+def _carry_from_dict(values: dict[str, Any], device: torch.device) -> trm_model.Carry:
+    def moved(value: torch.Tensor | None) -> torch.Tensor | None:
+        return None if value is None else value.to(device)
+
+    batch = trm_model.Batch(**{k: v.to(device) for k, v in values["batch"].items()})
+    return trm_model.Carry(
+        z_H=values["z_H"].to(device),
+        z_L=values["z_L"].to(device),
+        steps=values["steps"].to(device),
+        halted=values["halted"].to(device),
+        batch=batch,
+        prev_logits=moved(values["prev_logits"]),
+    )
+
+
+def build_trainer(config: TrainConfig, runtime: Distributed) -> Trainer:
+    """Open the store and build the model, the JD step, optimizers, schedule and sampler.
+
+    Every rank builds the same model from the seed; under DDP the wrapper also
+    broadcasts rank 0's weights, so the ranks start identical whatever happens.
+    """
+    store = arc_data.open_store(config.data.store, in_memory=config.data.in_memory)
+    check_store_matches(config.model, store)
+    device = runtime.device
+    torch.manual_seed(derive_seed(config.loop.seed, _TRAIN_STREAM, runtime.rank, 1))
+    init = torch.Generator(device).manual_seed(derive_seed(config.loop.seed, _INIT_STREAM))
+    model = trm_model.TRM(config.model, generator=init)
+
+    wrapped: nn.Module = model
+    if runtime.enabled:
+        # broadcast_buffers=False: the puzzle table is updated identically on every rank by
+        # the gathered sparse step; re-broadcasting it each forward would cost gigabytes.
+        wrapped = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
+    objective = config.objective
+    split = get_split(
+        objective.split,
+        groups=objective.groups,
+        intermediate_weight=objective.intermediate_weight,
+        seed=config.loop.seed,
+    )
+    jd = JacobianDescent(
+        wrapped, aggregator=objective.aggregator, engine=objective.engine, split=split
+    )
+
+    forward: Callable[..., trm_model.StepOutput] = model
+    if config.loop.compile:
+        if jd.needs_record:
+            raise ValueError(
+                f"--compile needs a split and aggregator that run one plain backward (e.g. "
+                f"sum); {objective.split} with {objective.aggregator} hooks the model's modules"
+            )
+        forward = torch.compile(model)
+
+    optim = config.optim
+    optimizer = make_adam_atan2(
+        model.parameters(),
+        lr=optim.lr,
+        betas=optim.betas,
+        weight_decay=optim.weight_decay,
+        device=device,
+    )
+    scheduler = warmup_cosine_scheduler(
+        optimizer,
+        warmup_steps=optim.warmup_steps,
+        total_steps=config.loop.steps,
+        min_ratio=optim.lr_min_ratio,
+    )
+    assert model.puzzle_emb is not None, "ARC training needs the puzzle embedding"
+    puzzle_optimizer = trm_model.SparseSignSGD(
+        model.puzzle_emb, lr=optim.puzzle_emb_lr, weight_decay=optim.puzzle_emb_weight_decay
+    )
+    if config.data.global_batch_size % runtime.world_size:
+        raise ValueError(
+            f"global batch size {config.data.global_batch_size} is not divisible by "
+            f"{runtime.world_size} ranks"
+        )
+    failure_weights = (
+        FailureWeights(store.metadata.num_puzzle_identifiers)
+        if config.data.failure_weighted_sampling
+        else None
+    )
+    sampler = arc_data.TrainSampler(
+        store.train,
+        config.data.global_batch_size,
+        seed=config.loop.seed,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+        weights=None if failure_weights is None else failure_weights.weights,
+    )
+    return Trainer(
+        config=config,
+        runtime=runtime,
+        store=store,
+        model=model,
+        jd=jd,
+        split=split,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        puzzle_optimizer=puzzle_optimizer,
+        ema=ParameterEMA(model, optim.ema_decay) if optim.ema else None,
+        sampler=sampler,
+        generator=torch.Generator(device).manual_seed(
+            derive_seed(config.loop.seed, _TRAIN_STREAM, runtime.rank)
+        ),
+        failure_weights=failure_weights,
+        forward=forward,
+    )

@@ -1,0 +1,108 @@
+"""Two CPU ranks under torchrun (gloo) against one process with the whole batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import arc_data
+from trm_train import load_checkpoint, read_metrics
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ddp")
+    rng = np.random.default_rng(1)
+    (root / "tasks").mkdir()
+    for index in range(6):
+        grids = [rng.integers(0, 10, (3, 4)) for _ in range(3)]
+        pairs = [{"input": g.tolist(), "output": g[::-1].tolist()} for g in grids]
+        (root / "tasks" / f"flip{index}.json").write_text(
+            json.dumps({"train": pairs[:2], "test": pairs[2:]})
+        )
+    config = arc_data.BuildConfig(
+        sources=(f"dir:{root / 'tasks'}",), subsets=("tasks",), num_aug=3, max_grid=10
+    )
+    arc_data.build_store(config, root / "store.zarr")
+    return root / "store.zarr"
+
+
+def _train(store: Path, out: Path, split: str, ranks: int) -> None:
+    launcher = [sys.executable, "-m", "trm_train"]
+    if ranks > 1:
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={ranks}",
+            "-m",
+            "trm_train",
+        ]
+    args = [
+        "--data",
+        str(store),
+        "--split",
+        split,
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--hidden-size",
+        "32",
+        "--halt-max-steps",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--wandb",
+        "disabled",
+        "--no-progress",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*launcher, *args], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_sum_on_two_ranks_equals_one_process_with_the_whole_batch(
+    store_path: Path, tmp_path: Path
+) -> None:
+    _train(store_path, tmp_path / "one", "sum", ranks=1)
+    _train(store_path, tmp_path / "two", "sum", ranks=2)
+    one, two = load_checkpoint(tmp_path / "one")[1], load_checkpoint(tmp_path / "two")[1]
+    initial_moved = False
+    for key, value in one["model"].items():
+        torch.testing.assert_close(two["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+        initial_moved |= key == "lm_head.weight"
+    assert initial_moved
+    assert len(two["ranks"]) == 2
+    # AdamATan2 ignores the gradient's scale; the logged norm does not (summed ranks: 2x).
+    norms = [[m["train/grad_norm"] for m in read_metrics(tmp_path / run)] for run in ("one", "two")]
+    np.testing.assert_allclose(norms[1], norms[0], rtol=1e-4)
+    losses = [[m["train/loss"] for m in read_metrics(tmp_path / run)] for run in ("one", "two")]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("split", ["iwrm_q_halt_in", "lm_loss_vs_q_halt_loss"])
+def test_ranks_hold_identical_weights_after_jd_steps(
+    store_path: Path, tmp_path: Path, split: str
+) -> None:
+    _train(store_path, tmp_path / "two", split, ranks=2)
+    state = load_checkpoint(tmp_path / "two")[1]
+    digests = [part["weights_digest"] for part in state["ranks"]]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    # Each rank kept its own generator and ACT carry.
+    carries = [part["carry"]["batch"]["puzzle_identifiers"] for part in state["ranks"]]
+    assert not torch.equal(carries[0], carries[1])

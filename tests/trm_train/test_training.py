@@ -1,0 +1,252 @@
+"""The training loop on a tiny model: every split, resume, NaN stop, logging, refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import pytest
+import torch
+
+import arc_data
+from jd_splits import SPLIT_NAMES
+from trm_train import (
+    AdamATan2,
+    Distributed,
+    LoggingConfig,
+    TrainConfig,
+    TrainingError,
+    list_checkpoints,
+    load_checkpoint,
+    read_metrics,
+    tiny,
+    train,
+)
+
+CPU = Distributed()
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 random 3 x 3 'mirror' tasks, held out (their demonstrations train), 1 augmentation."""
+    root = tmp_path_factory.mktemp("mirror")
+    rng = np.random.default_rng(0)
+    (root / "tasks").mkdir()
+    for index in range(12):
+        grids = [rng.integers(0, 10, (3, 3)) for _ in range(3)]
+        pairs = [{"input": g.tolist(), "output": g[:, ::-1].tolist()} for g in grids]
+        task = {"train": pairs[:2], "test": pairs[2:]}
+        (root / "tasks" / f"mirror{index:02d}.json").write_text(json.dumps(task))
+    config = arc_data.BuildConfig(
+        sources=(f"dir:{root / 'tasks'}",),
+        subsets=("tasks",),
+        test_set="tasks",
+        num_aug=1,
+        seed=0,
+        max_grid=10,
+    )
+    arc_data.build_store(config, root / "store.zarr")
+    return root / "store.zarr"
+
+
+def small_config(store: Path, split: str = "sum", **loop: Any) -> TrainConfig:
+    meta = arc_data.open_store(store).metadata
+    config = tiny(meta.num_puzzle_identifiers, meta.seq_len, store)
+    model = attrs.evolve(
+        config.model,
+        hidden_size=32,
+        halt_max_steps=2,
+        intermediate_outputs=split.startswith("stack_internal"),
+    )
+    return attrs.evolve(
+        config,
+        model=model,
+        objective=attrs.evolve(config.objective, split=split, supervision_steps=2),
+        data=attrs.evolve(config.data, global_batch_size=4),
+        loop=attrs.evolve(config.loop, **{"steps": 3, "checkpoint_every": 100, **loop}),
+        logging=LoggingConfig(wandb="disabled"),
+    )
+
+
+def final_state(run_dir: Path) -> dict[str, Any]:
+    return load_checkpoint(run_dir)[1]
+
+
+@pytest.mark.parametrize("split", SPLIT_NAMES)
+def test_every_split_trains_three_steps_and_moves_the_weights(
+    store_path: Path, split: str, tmp_path: Path
+) -> None:
+    config = small_config(store_path, split, steps=3)
+    initial = {k: v.clone() for k, v in _fresh_model_state(config).items() if k != "puzzle_emb"}
+    summary = train(config, tmp_path / "run", CPU, progress=False)
+    assert summary.steps == 3
+    state = final_state(tmp_path / "run")
+    assert state["step"] == 3
+    moved = [k for k, v in initial.items() if not torch.equal(v, state["model"][k])]
+    assert "lm_head.weight" in moved and len(moved) >= len(initial) - 2  # H_init, L_init fixed
+    assert state["model"]["puzzle_emb"].abs().sum() > 0
+    metrics = read_metrics(tmp_path / "run")
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert all(np.isfinite(m["train/loss"]) for m in metrics)
+    objectives = metrics[-1]["jd/num_objectives"]
+    expected = {
+        "sum": 1,
+        "stack_internal_and_sum": 1,
+        "stack_supervisions_and_sum": 1,
+        "lm_loss_vs_q_halt_loss": 2,
+        "iwrm_q_halt_in": 4,
+        "stack_supervisions": 2,
+        "stack_internal_losses": 3,
+        "stack_internal_losses_only": 2,
+    }
+    if split in expected:
+        assert objectives == expected[split]
+
+
+def _fresh_model_state(config: TrainConfig) -> dict[str, torch.Tensor]:
+    from trm_train._trainer import build_trainer
+
+    return build_trainer(config, CPU).model.state_dict()
+
+
+def _weights_equal(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("split", ["sum", "iwrm_q_halt_in"])
+def test_resume_after_a_kill_is_bit_exact(store_path: Path, tmp_path: Path, split: str) -> None:
+    config = small_config(store_path, split, steps=6, checkpoint_every=3, keep_checkpoints=5)
+    config = attrs.evolve(config, data=attrs.evolve(config.data, failure_weighted_sampling=True))
+    train(config, tmp_path / "straight", CPU, progress=False)
+    train(config, tmp_path / "killed", CPU, progress=False)
+    # A kill between step 3's checkpoint and the end: only step 3 remains.
+    for step, path in list_checkpoints(tmp_path / "killed"):
+        if step > 3:
+            path.unlink()
+    train(config, tmp_path / "killed", CPU, resume=True, progress=False)
+    straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "killed")
+    _weights_equal(straight, resumed)
+    for key in ("optimizer", "ema", "sampler", "failure_weights"):
+        assert repr(straight[key]) == repr(resumed[key]), key
+
+
+def test_resume_extends_a_finished_run_exactly(store_path: Path, tmp_path: Path) -> None:
+    long = small_config(store_path, steps=4)
+    train(long, tmp_path / "long", CPU, progress=False)
+    train(
+        attrs.evolve(long, loop=attrs.evolve(long.loop, steps=2)),
+        tmp_path / "short",
+        CPU,
+        progress=False,
+    )
+    train(long, tmp_path / "short", CPU, resume=True, progress=False)
+    _weights_equal(final_state(tmp_path / "long"), final_state(tmp_path / "short"))
+    assert [m["step"] for m in read_metrics(tmp_path / "short")] == [1, 2, 3, 4]
+
+
+def test_a_new_run_refuses_a_directory_holding_one(store_path: Path, tmp_path: Path) -> None:
+    config = small_config(store_path, steps=1)
+    train(config, tmp_path / "run", CPU, progress=False)
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(config, tmp_path / "run", CPU, progress=False)
+
+
+def test_resume_refuses_a_store_of_another_shape(store_path: Path, tmp_path: Path) -> None:
+    config = small_config(store_path, steps=1)
+    train(config, tmp_path / "run", CPU, progress=False)
+    source = arc_data.open_store(store_path).metadata.sources
+    other = tmp_path / "other.zarr"
+    arc_data.build_store(
+        arc_data.BuildConfig(
+            sources=source, subsets=("tasks",), test_set="tasks", num_aug=2, max_grid=10
+        ),
+        other,
+    )
+    moved = attrs.evolve(config, data=attrs.evolve(config.data, store=other))
+    with pytest.raises(ValueError, match="has 37 puzzle identifiers, the model was built for 25"):
+        train(moved, tmp_path / "run", CPU, resume=True, progress=False)
+
+
+def test_non_finite_weights_stop_the_run_and_keep_the_last_good_checkpoint(
+    store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = AdamATan2.step
+    calls = []
+
+    def corrupting_step(self: AdamATan2, closure: Any = None) -> Any:
+        result = original(self, closure)
+        calls.append(1)
+        if len(calls) == 3:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(AdamATan2, "step", corrupting_step)
+    config = small_config(store_path, steps=6, checkpoint_every=1, keep_checkpoints=10)
+    with pytest.raises(TrainingError, match="non-finite at step 3") as raised:
+        train(config, tmp_path / "run", CPU, progress=False)
+    kept = list_checkpoints(tmp_path / "run")
+    assert [step for step, _ in kept] == [1, 2]
+    assert str(kept[-1][1]) in str(raised.value)
+    assert len(read_metrics(tmp_path / "run")) == 2
+    state = load_checkpoint(tmp_path / "run")[1]
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_loss_is_caught_before_the_update(
+    store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = small_config(store_path, steps=4, checkpoint_every=1)
+    train(
+        attrs.evolve(config, loop=attrs.evolve(config.loop, steps=1)),
+        tmp_path / "run",
+        CPU,
+        progress=False,
+    )
+    state = load_checkpoint(tmp_path / "run")[1]
+    state["model"]["lm_head.weight"].fill_(float("inf"))  # logits inf - inf: a NaN loss
+    torch.save(state, list_checkpoints(tmp_path / "run")[-1][1])
+    with pytest.raises(TrainingError, match="loss of step 2 is nan"):
+        train(config, tmp_path / "run", CPU, resume=True, progress=False)
+
+
+def test_wandb_offline_writes_its_directory_and_disabled_writes_nothing(
+    store_path: Path, tmp_path: Path
+) -> None:
+    config = small_config(store_path, steps=1)
+    offline = attrs.evolve(config, logging=LoggingConfig(wandb="offline"))
+    train(offline, tmp_path / "offline", CPU, progress=False)
+    runs = list((tmp_path / "offline" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    train(config, tmp_path / "disabled", CPU, progress=False)
+    written = {p.name for p in (tmp_path / "disabled").iterdir()}
+    assert written == {"checkpoints", "config.json", "metrics.jsonl"}
+
+
+def test_wandb_failure_warns_and_training_goes_on(
+    store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wandb
+
+    def broken_init(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    config = attrs.evolve(small_config(store_path, steps=2), logging=LoggingConfig(wandb="online"))
+    with pytest.warns(UserWarning, match="W&B could not start"):
+        train(config, tmp_path / "run", CPU, progress=False)
+    assert len(read_metrics(tmp_path / "run")) == 2
+
+
+def test_evaluation_during_training_logs_pass_at_k(store_path: Path, tmp_path: Path) -> None:
+    config = small_config(store_path, steps=2, eval_every=2)
+    summary = train(config, tmp_path / "run", CPU, progress=False)
+    assert 0.0 <= summary.eval_metrics["eval/pass@2"] <= 1.0
+    assert summary.eval_metrics["eval/num_tasks"] == 12
+    assert read_metrics(tmp_path / "run")[-1]["eval/pass@1"] == summary.eval_metrics["eval/pass@1"]
+    assert (tmp_path / "run" / "eval" / "step-00000002" / "submission.json").is_file()
