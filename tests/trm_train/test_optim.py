@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -67,11 +68,11 @@ def test_adam_atan2_rejects_a_negative_rate() -> None:
 
 
 def test_warmup_then_cosine_values() -> None:
-    kwargs = {"warmup_steps": 4, "total_steps": 14, "min_ratio": 0.1}
-    assert [warmup_cosine(s, **kwargs) for s in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert warmup_cosine(9, **kwargs) == pytest.approx(0.1 + 0.9 * 0.5)
-    assert warmup_cosine(14, **kwargs) == pytest.approx(0.1)
-    assert warmup_cosine(100, **kwargs) == pytest.approx(0.1)
+    schedule = functools.partial(warmup_cosine, warmup_steps=4, total_steps=14, min_ratio=0.1)
+    assert [schedule(s) for s in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert schedule(9) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert schedule(14) == pytest.approx(0.1)
+    assert schedule(100) == pytest.approx(0.1)
     assert warmup_cosine(50, warmup_steps=0, total_steps=10, min_ratio=1.0) == 1.0
 
 

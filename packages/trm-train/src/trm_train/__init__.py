@@ -19,23 +19,41 @@ from ._config import (
 )
 from ._distributed import Distributed, init_distributed
 from ._ema import ParameterEMA
+from ._eval_files import write_eval_files
 from ._failure_weights import FailureWeights
 from ._loop import TrainingError, TrainSummary, train
 from ._metrics_log import LoggingConfig, read_metrics
+from ._predict import Predictions, predict
 from ._run import load_trained_model, read_run_config
 from ._schedule import warmup_cosine
+from ._scoring import (
+    DEFAULT_KS,
+    Candidate,
+    EvalResult,
+    InputResult,
+    Submission,
+    TaskResult,
+    score_predictions,
+)
 
 __all__ = [
+    "DEFAULT_KS",
     "RECIPES",
     "AdamATan2",
+    "Candidate",
     "DataConfig",
     "Distributed",
+    "EvalResult",
     "FailureWeights",
+    "InputResult",
     "LoggingConfig",
     "LoopConfig",
     "ObjectiveConfig",
     "OptimConfig",
     "ParameterEMA",
+    "Predictions",
+    "Submission",
+    "TaskResult",
     "TrainConfig",
     "TrainSummary",
     "TrainingError",
@@ -45,9 +63,12 @@ __all__ = [
     "load_checkpoint",
     "load_trained_model",
     "make_adam_atan2",
+    "predict",
     "read_metrics",
     "read_run_config",
+    "score_predictions",
     "tiny",
     "train",
     "warmup_cosine",
+    "write_eval_files",
 ]

@@ -1,0 +1,412 @@
+"""ARC scoring: crop each predicted canvas, map it back to its task, vote, pass@K, submission.
+
+The rule is the official TRM evaluator's (DESIGN.md section 6). Each prediction on the
+test split is cropped to the largest top-left rectangle of colour tokens, shifted back to
+colours 0..9 and mapped to the original task frame (inverse dihedral, inverse colour
+permutation). Predictions are grouped by original task and test input; each distinct
+grid gets its votes and the mean `sigmoid(q_halt)` of those votes, and candidates rank by
+(votes, mean confidence) descending, remaining ties by earliest prediction. pass@K: the
+true output is among the top K. A task scores the mean over its test inputs, the set the
+mean over tasks.
+
+Everything is batched with numpy: predictions are grouped by the shape of their grid in
+the original frame and by dihedral transform, so each group is un-augmented by one
+gather, and the distinct grids per test input are found by sorting row hashes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, cast
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from arc_data import (
+    COLOUR_OFFSET,
+    DIHEDRAL_INVERSE,
+    MAX_GRID_SIZE,
+    ArcStore,
+    Grid,
+    crop_shapes,
+    dihedral,
+)
+
+from ._predict import Predictions
+
+DEFAULT_KS = (1, 2, 5, 10, 100, 1000)
+JsonGrid = list[list[int]]
+Submission = dict[str, list[dict[str, JsonGrid]]]
+# Kaggle needs two attempts per test input: this one stands in when nothing was predicted.
+FALLBACK_GRID: JsonGrid = [[0]]
+
+# Canvases cropped at once: keeps crop_shapes' boolean temporaries near 10 MB at 900 tokens.
+_CROP_CHUNK = 8192
+# The test-input id is prepended to each grid as 4 bytes, so the distinct rows of one
+# shape are the distinct (test input, grid) pairs.
+_ID_BYTES = 4
+# Per-position offsets of the row hash (rows as 8-byte words: id bytes + up to 30 x 30).
+_HASH_OFFSETS = np.random.default_rng(0x5C0BE).integers(
+    0, 2**64, size=-(-(_ID_BYTES + MAX_GRID_SIZE**2) // 8), dtype=np.uint64
+)
+# Transforms that exchange rows and columns (rot90, rot270, transpose, anti-transpose).
+_SWAPS = np.array([dihedral(np.zeros((1, 2), np.uint8), t).shape == (2, 1) for t in range(8)])
+
+
+@attrs.frozen(eq=False)
+class Candidate:
+    """One distinct predicted grid of a test input (original frame)."""
+
+    grid: Grid
+    votes: int
+    # Mean sigmoid(q_halt) over the predictions that voted for this grid.
+    confidence: float
+
+
+@attrs.frozen(eq=False)
+class InputResult:
+    """One test input of a task: its candidates, best first."""
+
+    index: int
+    expected: Grid | None
+    candidates: tuple[Candidate, ...]
+    # 1-based rank of the true output among the candidates; None when absent or unknown.
+    correct_rank: int | None
+    # Non-padding predictions of this input, empty crops included.
+    num_predictions: int
+    empty_crops: int
+
+    def passes(self, k: int) -> bool:
+        return self.correct_rank is not None and self.correct_rank <= k
+
+    @property
+    def correct_at_2(self) -> bool:
+        """Whether the Kaggle submission (two attempts) gets this input right."""
+        return self.passes(2)
+
+
+@attrs.frozen(eq=False)
+class TaskResult:
+    task_id: str
+    inputs: tuple[InputResult, ...]
+
+    def pass_at(self, k: int) -> float:
+        """The task's score at K: the share of its test inputs solved within K attempts."""
+        return sum(item.passes(k) for item in self.inputs) / len(self.inputs)
+
+
+@attrs.frozen(eq=False)
+class EvalResult:
+    """Scores (`pass@K` only when the store has test labels), the Kaggle submission and the
+    per-task detail. `tasks` and `submission` follow `store.test_tasks`' order."""
+
+    metrics: dict[str, float]
+    submission: Submission
+    tasks: dict[str, TaskResult]
+    has_labels: bool
+    ks: tuple[int, ...]
+
+
+@attrs.frozen(eq=False)
+class _Layout:
+    """Test inputs of the held-out tasks, numbered task by task in `test_tasks` order."""
+
+    task_ids: tuple[str, ...]
+    first_input: npt.NDArray[np.int64]  # [tasks + 1]
+    expected: tuple[Grid | None, ...]  # [inputs]
+    # Per index into `metadata.tasks`, the id of the task's first test input (-1: not held out).
+    base_of_task_index: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, store: ArcStore) -> _Layout:
+        tasks = store.test_tasks
+        if not tasks:
+            raise ValueError(f"{store.path}: the store has no held-out test tasks to score")
+        task_ids = tuple(tasks)
+        counts = [len(tasks[t].test) for t in task_ids]
+        first_input = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        position = {task_id: k for k, task_id in enumerate(task_ids)}
+        base = np.full(len(store.metadata.tasks), -1, dtype=np.int64)
+        for index, (subset, task_id) in enumerate(store.metadata.tasks):
+            if subset == store.metadata.test_set and task_id in position:
+                base[index] = first_input[position[task_id]]
+        expected = tuple(pair.output for t in task_ids for pair in tasks[t].test)
+        return cls(task_ids, first_input, expected, base)
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.expected)
+
+
+@attrs.frozen(eq=False)
+class _Votes:
+    """Distinct (test input, grid) candidates, unranked."""
+
+    inputs: npt.NDArray[np.int64]
+    votes: npt.NDArray[np.int64]
+    confidence: npt.NDArray[np.float64]  # mean
+    first: npt.NDArray[np.int64]  # earliest prediction voting for it
+    correct: npt.NDArray[np.bool_]
+    grids: list[Grid]
+
+
+def score_predictions(
+    store: ArcStore, predictions: Predictions, *, ks: Sequence[int] = DEFAULT_KS
+) -> EvalResult:
+    """Score predictions on `store.test` by the official ARC rule (see the module doc).
+
+    Raises ValueError when the predictions do not fit the store (sequence length, example
+    indices) or `ks` holds a non-positive K.
+    """
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) < 1:
+        raise ValueError(f"pass@K needs positive K values, got {ks}")
+    layout = _Layout.of(store)
+    has_labels = all(grid is not None for grid in layout.expected)
+    examples, tokens, q_halt = _valid_rows(store, predictions)
+
+    size = store.metadata.grid_size
+    puzzles = store.test.puzzle_of(examples)
+    identifiers = store.test.puzzle_identifiers[puzzles]
+    test_index = examples - store.test.puzzle_offsets[puzzles]
+    input_ids = layout.base_of_task_index[store.identifier_task_index[identifiers]] + test_index
+    shapes = np.concatenate(
+        [np.zeros((0, 2), np.int64)]
+        + [
+            crop_shapes(tokens[i : i + _CROP_CHUNK], size)
+            for i in range(0, len(tokens), _CROP_CHUNK)
+        ]
+    )
+    empty = shapes[:, 0] == 0
+    kept = np.flatnonzero(~empty)
+    votes = _vote(
+        store,
+        layout,
+        tokens=tokens[kept],
+        shapes=shapes[kept],
+        identifiers=identifiers[kept],
+        input_ids=input_ids[kept],
+        confidence=_sigmoid(q_halt[kept]),
+    )
+    per_input_predictions = np.bincount(input_ids, minlength=layout.num_inputs)
+    per_input_empty = np.bincount(input_ids[empty], minlength=layout.num_inputs)
+    tasks = _task_results(layout, votes, per_input_predictions, per_input_empty)
+
+    metrics: dict[str, float] = {}
+    if has_labels:
+        for k in ks:
+            metrics[f"pass@{k}"] = float(np.mean([task.pass_at(k) for task in tasks.values()]))
+    metrics.update(
+        num_tasks=float(len(tasks)),
+        num_test_inputs=float(layout.num_inputs),
+        num_predictions=float(len(examples)),
+        empty_crops=float(empty.sum()),
+        mean_candidates=len(votes.inputs) / layout.num_inputs,
+    )
+    return EvalResult(
+        metrics=metrics,
+        submission=_submission(tasks),
+        tasks=tasks,
+        has_labels=has_labels,
+        ks=ks,
+    )
+
+
+def _valid_rows(
+    store: ArcStore, predictions: Predictions
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.integer[Any]], npt.NDArray[np.float32]]:
+    """The non-padding predictions, checked against the store."""
+    seq_len = store.metadata.seq_len
+    if predictions.tokens.shape[1] != seq_len:
+        raise ValueError(
+            f"predictions: canvases of {predictions.tokens.shape[1]} tokens, the store "
+            f"{store.path} has seq_len {seq_len}"
+        )
+    keep = predictions.example_indices != -1
+    examples = predictions.example_indices[keep]
+    bad = (examples < 0) | (examples >= store.test.num_examples)
+    if bad.any():
+        raise ValueError(
+            f"predictions: example index {int(examples[bad][0])} is outside the test split of "
+            f"{store.path} (0..{store.test.num_examples - 1}, or -1 for padding)"
+        )
+    return examples, predictions.tokens[keep], predictions.q_halt[keep]
+
+
+def _sigmoid(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    # The tanh form does not overflow for large negative logits.
+    return 0.5 * (1.0 + np.tanh(0.5 * logits.astype(np.float64)))
+
+
+def _vote(
+    store: ArcStore,
+    layout: _Layout,
+    *,
+    tokens: npt.NDArray[np.integer[Any]],
+    shapes: npt.NDArray[np.int64],
+    identifiers: npt.NDArray[np.int32],
+    input_ids: npt.NDArray[np.int64],
+    confidence: npt.NDArray[np.float64],
+) -> _Votes:
+    """Un-augment the (non-empty) crops and count the distinct grids per test input."""
+    size = store.metadata.grid_size
+    transforms = store.identifier_transform[identifiers].astype(np.int64)
+    swapped = _SWAPS[transforms]
+    out_rows = np.where(swapped, shapes[:, 1], shapes[:, 0])
+    out_cols = np.where(swapped, shapes[:, 0], shapes[:, 1])
+    inverse_colours = np.argsort(store.identifier_colours[identifiers], axis=1).astype(np.uint8)
+    expected_by_shape = _expected_by_shape(layout)
+    id_bytes = input_ids.astype(f">u{_ID_BYTES}").view(np.uint8).reshape(-1, _ID_BYTES)
+
+    parts: list[tuple[npt.NDArray[Any], ...]] = []
+    grids: list[Grid] = []
+    # Group by the grid's shape in the original frame, then by transform within a shape.
+    shape_key = out_rows * (size + 1) + out_cols
+    for members in _groups(shape_key):
+        rows, cols = int(out_rows[members[0]]), int(out_cols[members[0]])
+        block = np.empty((len(members), _ID_BYTES + rows * cols), dtype=np.uint8)
+        block[:, :_ID_BYTES] = id_bytes[members]
+        for local in _groups(transforms[members]):
+            chosen = members[local]
+            transform = int(transforms[chosen[0]])
+            crop_rows, crop_cols = (cols, rows) if _SWAPS[transform] else (rows, cols)
+            canvases = tokens[chosen].reshape(-1, size, size)[:, :crop_rows, :crop_cols]
+            flat = canvases.reshape(len(chosen), -1)[
+                :, _inverse_order(crop_rows, crop_cols, transform)
+            ]
+            colours = (flat - COLOUR_OFFSET).astype(np.intp)
+            block[local, _ID_BYTES:] = np.take_along_axis(inverse_colours[chosen], colours, axis=1)
+        first, inverse = _distinct_rows(block)
+        candidate_grids = block[first, _ID_BYTES:]
+        candidate_inputs = input_ids[members[first]]
+        correct = np.zeros(len(first), dtype=bool)
+        if (rows, cols) in expected_by_shape:
+            slot_of_input, expected = expected_by_shape[(rows, cols)]
+            slots = slot_of_input[candidate_inputs]
+            matches = (candidate_grids == expected[np.maximum(slots, 0)]).all(axis=1)
+            correct = (slots >= 0) & matches
+        counts = np.bincount(inverse, minlength=len(first))
+        sums = np.bincount(inverse, weights=confidence[members], minlength=len(first))
+        parts.append((candidate_inputs, counts, sums / counts, members[first], correct))
+        grids.extend(candidate_grids.reshape(-1, rows, cols))
+    if not parts:
+        none = np.zeros(0, dtype=np.int64)
+        return _Votes(none, none, np.zeros(0), none, np.zeros(0, dtype=bool), [])
+    inputs, counts, means, firsts, correct = (
+        np.concatenate(column) for column in zip(*parts, strict=True)
+    )
+    return _Votes(inputs, counts, means, firsts, correct, grids)
+
+
+def _groups(keys: npt.NDArray[np.integer[Any]]) -> list[npt.NDArray[np.int64]]:
+    """Positions of each distinct key, keys in increasing order, positions in order."""
+    order = np.argsort(keys, kind="stable")
+    cuts = np.flatnonzero(np.diff(keys[order])) + 1
+    return [part.astype(np.int64) for part in np.split(order, cuts)] if len(keys) else []
+
+
+def _distinct_rows(
+    block: npt.NDArray[np.uint8],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The first row of each distinct row content, and each row's index into those.
+
+    Sorting 64-bit row hashes is many times faster than sorting the rows themselves; the
+    grouping is then checked exactly, and a hash collision falls back to the exact sort.
+    """
+    words = _as_words(block)
+    hashes = _mix(words + _HASH_OFFSETS[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    if not (block == block[first[inverse]]).all():
+        _, first, inverse = np.unique(block, axis=0, return_index=True, return_inverse=True)
+    return first.astype(np.int64), inverse.reshape(-1).astype(np.int64)
+
+
+def _mix(z: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """splitmix64's finaliser: every input bit moves about half the output bits (a plain
+    multiply would let high input bytes reach only the high output bits: collisions)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _as_words(block: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+    """Rows zero-padded to whole 8-byte words, read as uint64."""
+    words = np.zeros((len(block), -(-block.shape[1] // 8) * 8), dtype=np.uint8)
+    words[:, : block.shape[1]] = block
+    return words.view(np.uint64)
+
+
+@functools.cache
+def _inverse_order(rows: int, cols: int, transform: int) -> npt.NDArray[np.intp]:
+    """For a rows x cols augmented grid, the flat position of each original-frame cell."""
+    cells = np.arange(rows * cols).reshape(rows, cols)
+    # dihedral only moves cells around, so it works on positions as on colours.
+    moved = dihedral(cast(Grid, cells), DIHEDRAL_INVERSE[transform])
+    return np.ascontiguousarray(moved).reshape(-1).astype(np.intp)
+
+
+def _expected_by_shape(
+    layout: _Layout,
+) -> dict[tuple[int, int], tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]]:
+    """Per output shape: the slot of each test input in a stack of the true outputs of that
+    shape (-1 for the inputs whose output has another shape or is unknown), and the stack."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for input_id, grid in enumerate(layout.expected):
+        if grid is not None:
+            by_shape.setdefault((int(grid.shape[0]), int(grid.shape[1])), []).append(input_id)
+    result = {}
+    for shape, ids in by_shape.items():
+        slots = np.full(layout.num_inputs, -1, dtype=np.int64)
+        slots[ids] = np.arange(len(ids))
+        stack = np.stack([cast(Grid, layout.expected[i]).reshape(-1) for i in ids])
+        result[shape] = (slots, stack)
+    return result
+
+
+def _task_results(
+    layout: _Layout,
+    votes: _Votes,
+    per_input_predictions: npt.NDArray[np.int64],
+    per_input_empty: npt.NDArray[np.int64],
+) -> dict[str, TaskResult]:
+    order = np.lexsort((votes.first, -votes.confidence, -votes.votes, votes.inputs))
+    starts = np.searchsorted(votes.inputs[order], np.arange(layout.num_inputs + 1))
+    counts, means = votes.votes.tolist(), votes.confidence.tolist()
+    correct = votes.correct.tolist()
+    ranked = order.tolist()
+    tasks = {}
+    for k, task_id in enumerate(layout.task_ids):
+        first = int(layout.first_input[k])
+        items = []
+        for input_id in range(first, int(layout.first_input[k + 1])):
+            chosen = ranked[starts[input_id] : starts[input_id + 1]]
+            hits = [rank for rank, c in enumerate(chosen, start=1) if correct[c]]
+            items.append(
+                InputResult(
+                    index=input_id - first,
+                    expected=layout.expected[input_id],
+                    candidates=tuple(
+                        Candidate(votes.grids[c], counts[c], means[c]) for c in chosen
+                    ),
+                    correct_rank=hits[0] if hits else None,
+                    num_predictions=int(per_input_predictions[input_id]),
+                    empty_crops=int(per_input_empty[input_id]),
+                )
+            )
+        tasks[task_id] = TaskResult(task_id, tuple(items))
+    return tasks
+
+
+def _submission(tasks: dict[str, TaskResult]) -> Submission:
+    submission: Submission = {}
+    for task_id, task in tasks.items():
+        attempts = []
+        for item in task.inputs:
+            best = item.candidates[:2]
+            first = best[0].grid.tolist() if best else [row[:] for row in FALLBACK_GRID]
+            second = best[-1].grid.tolist() if best else [row[:] for row in FALLBACK_GRID]
+            attempts.append({"attempt_1": first, "attempt_2": second})
+        submission[task_id] = attempts
+    return submission

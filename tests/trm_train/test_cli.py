@@ -1,0 +1,126 @@
+"""`trm-train` from the command line: help, bad input (exit 2), a short run, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import arc_data
+from jd_splits import SPLIT_NAMES
+from trm_train import list_checkpoints, read_metrics, read_run_config
+from trm_train._cli import main
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(2)
+    (root / "tasks").mkdir()
+    for index in range(4):
+        grids = [rng.integers(0, 10, (2, 3)) for _ in range(3)]
+        pairs = [{"input": g.tolist(), "output": g.T.tolist()} for g in grids]
+        (root / "tasks" / f"t{index}.json").write_text(
+            json.dumps({"train": pairs[:2], "test": pairs[2:]})
+        )
+    config = arc_data.BuildConfig(
+        sources=(f"dir:{root / 'tasks'}",),
+        subsets=("tasks",),
+        test_set="tasks",
+        num_aug=2,
+        max_grid=10,
+    )
+    arc_data.build_store(config, root / "store.zarr")
+    return root / "store.zarr"
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [*args, "--wandb", "disabled", "--no-progress"])
+    return result.exit_code, result.output
+
+
+def test_help_lists_every_split_and_the_distributed_semantics() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for name in SPLIT_NAMES:
+        assert name in text
+    assert "torchrun" in text and "averaged" in text
+
+
+def test_a_short_stack_internal_run_writes_checkpoints_and_metrics(
+    store_path: Path, tmp_path: Path
+) -> None:
+    code, output = run(
+        "--data",
+        str(store_path),
+        "--split",
+        "stack_internal_and_sum",
+        "--recipe",
+        "tiny",
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert code == 0, output
+    assert [step for step, _ in list_checkpoints(tmp_path / "run")] == [3]
+    assert len(read_metrics(tmp_path / "run")) == 3
+    config = read_run_config(tmp_path / "run")
+    assert config.objective.split == "stack_internal_and_sum"
+    assert config.model.intermediate_outputs and config.data.global_batch_size == 4
+
+
+def test_epochs_become_steps(store_path: Path, tmp_path: Path) -> None:
+    code, output = run(
+        "--data",
+        str(store_path),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert code == 0, output
+    store = arc_data.open_store(store_path)
+    per_epoch = arc_data.TrainSampler(store.train, 4, seed=0).batches_in_epoch()
+    assert read_run_config(tmp_path / "run").loop.steps == per_epoch
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--split", "iwrm"], "unknown split 'iwrm'; valid names: sum,"),
+        (["--steps", "2", "--epochs", "1"], "--steps or --epochs, not both"),
+        (["--aggregator", "nope"], "'nope' is not one of"),
+    ],
+)
+def test_bad_options_exit_2(store_path: Path, args: list[str], message: str) -> None:
+    code, output = run("--data", str(store_path), *args)
+    assert code == 2
+    assert message in " ".join(output.split())
+
+
+def test_missing_store_exits_2_naming_it(tmp_path: Path) -> None:
+    code, output = run("--data", str(tmp_path / "nothing.zarr"))
+    assert code == 2 and "nothing.zarr: no such store" in output
+    code, output = run("--steps", "1")
+    assert code == 2 and "--data STORE is required" in output
+
+
+def test_resume_keeps_the_configuration(store_path: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "run")
+    assert run("--data", str(store_path), "--steps", "1", "--batch-size", "4", "--out", out)[0] == 0
+    code, output = run("--resume", out, "--lr", "0.1")
+    assert code == 2 and "remove --lr" in output
+    code, output = run("--resume", out, "--steps", "2")
+    assert code == 0, output
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2]
+    code, output = run("--data", str(store_path), "--steps", "1", "--out", out)
+    assert code == 1 and "already holds a run" in output

@@ -1,0 +1,106 @@
+"""`trm-eval` on a short run: metrics as JSON, the files, unlabelled stores, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import arc_data
+from trm_train import Distributed, LoggingConfig, tiny, train
+from trm_train._eval_cli import main
+
+TaskJson = dict[str, object]
+
+
+def _tasks(labelled: bool) -> dict[str, TaskJson]:
+    rng = np.random.default_rng(3)
+    tasks: dict[str, TaskJson] = {}
+    for index in range(3):
+        grids = [rng.integers(0, 10, (2, 2)) for _ in range(4)]
+        train_pairs = [{"input": g.tolist(), "output": g.T.tolist()} for g in grids[:2]]
+        tests = [
+            {"input": g.tolist(), **({"output": g.T.tolist()} if labelled else {})}
+            for g in grids[2:]
+        ]
+        tasks[f"task{index}"] = {"train": train_pairs, "test": tests}
+    return tasks
+
+
+def _store(folder: Path, labelled: bool) -> Path:
+    (folder / "tasks").mkdir(parents=True)
+    for task_id, task in _tasks(labelled).items():
+        (folder / "tasks" / f"{task_id}.json").write_text(json.dumps(task))
+    config = arc_data.BuildConfig(
+        sources=(f"dir:{folder / 'tasks'}",),
+        subsets=("tasks",),
+        test_set="tasks",
+        num_aug=2,
+        max_grid=10,
+    )
+    arc_data.build_store(config, folder / "store.zarr")
+    return folder / "store.zarr"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("evalcli")
+    store = _store(root / "labelled", labelled=True)
+    meta = arc_data.open_store(store).metadata
+    config = tiny(meta.num_puzzle_identifiers, meta.seq_len, store)
+    config = attrs.evolve(
+        config,
+        model=attrs.evolve(config.model, hidden_size=32, halt_max_steps=2),
+        data=attrs.evolve(config.data, global_batch_size=4),
+        loop=attrs.evolve(config.loop, steps=2),
+        logging=LoggingConfig(wandb="disabled"),
+    )
+    train(config, root / "run", Distributed(), progress=False)
+    return root / "run"
+
+
+def test_eval_prints_metrics_and_writes_the_files(run_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["--run", str(run_dir), "--out", str(tmp_path / "eval"), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["step"] == 2 and metrics["num_tasks"] == 3 and metrics["num_test_inputs"] == 6
+    assert {f"pass@{k}" for k in (1, 2, 5, 10, 100, 1000)} <= metrics.keys()
+    written = {p.name for p in (tmp_path / "eval").iterdir()}
+    assert written == {"submission.json", "tasks.json", "metrics.json", "pictures"}
+    submission = json.loads((tmp_path / "eval" / "submission.json").read_text())
+    assert sorted(submission) == ["task0", "task1", "task2"]
+    assert all(len(attempts) == 2 for attempts in submission.values())
+
+
+def test_eval_of_an_unlabelled_store_gives_a_submission_only(run_dir: Path, tmp_path: Path) -> None:
+    store = _store(tmp_path / "unlabelled", labelled=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "--run",
+            str(run_dir),
+            "--data",
+            str(store),
+            "--out",
+            str(tmp_path / "eval"),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "no score is possible" in result.stderr
+    metrics = json.loads(result.stdout)
+    assert not any(key.startswith("pass@") for key in metrics)
+    assert (tmp_path / "eval" / "submission.json").is_file()
+
+
+def test_eval_bad_input_exits_2(run_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--run", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "no checkpoint" in result.output
+    result = CliRunner().invoke(main, ["--run", str(run_dir), "--checkpoint", "7"])
+    assert result.exit_code == 2 and "no checkpoint of step 7 (have 2)" in result.output
