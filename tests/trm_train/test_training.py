@@ -250,3 +250,23 @@ def test_evaluation_during_training_logs_pass_at_k(store_path: Path, tmp_path: P
     assert summary.eval_metrics["eval/num_tasks"] == 12
     assert read_metrics(tmp_path / "run")[-1]["eval/pass@1"] == summary.eval_metrics["eval/pass@1"]
     assert (tmp_path / "run" / "eval" / "step-00000002" / "submission.json").is_file()
+
+
+def test_freeze_weights_trains_the_puzzle_embeddings_only(store_path: Path, tmp_path: Path) -> None:
+    config = small_config(store_path, "iwrm_q_halt_in", steps=2)
+    config = attrs.evolve(config, optim=attrs.evolve(config.optim, freeze_weights=True))
+    initial = _fresh_model_state(config)
+    train(config, tmp_path / "run", CPU, progress=False)
+    state = final_state(tmp_path / "run")
+    for key, value in initial.items():
+        if key != "puzzle_emb":
+            assert torch.equal(value, state["model"][key]), key
+    assert not torch.equal(initial["puzzle_emb"], state["model"]["puzzle_emb"])
+
+
+def test_compile_is_refused_for_splits_that_hook_the_model(
+    store_path: Path, tmp_path: Path
+) -> None:
+    config = small_config(store_path, "iwrm_q_halt_in", steps=1, compile=True)
+    with pytest.raises(ValueError, match="--compile needs a split and aggregator"):
+        train(config, tmp_path / "run", CPU, progress=False)

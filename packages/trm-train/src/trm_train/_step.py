@@ -14,7 +14,9 @@ are all-gathered so every rank applies the same sparse update to its table.
 from __future__ import annotations
 
 import math
+import re
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -88,7 +90,11 @@ def train_step(trainer: Trainer) -> dict[str, Any]:
     if not _all_finite([*trainer.jd.parameters, trainer.puzzle_optimizer.table[ids]]):
         raise NonFiniteLossError(f"the weights became non-finite at step {trainer.step + 1}")
     lr = trainer.optimizer.param_groups[0]["lr"]
-    trainer.scheduler.step()
+    with warnings.catch_warnings():
+        # With frozen weights AdamATan2 never steps, yet the schedule (shared with the
+        # puzzle embedding) must advance: PyTorch's order warning does not apply.
+        warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
+        trainer.scheduler.step()
     if trainer.failure_weights is not None:
         _update_failure_weights(trainer, outcomes)
     trainer.step += 1
