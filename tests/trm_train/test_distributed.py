@@ -106,3 +106,26 @@ def test_ranks_hold_identical_weights_after_jd_steps(
     # Each rank kept its own generator and ACT carry.
     carries = [part["carry"]["batch"]["puzzle_identifiers"] for part in state["ranks"]]
     assert not torch.equal(carries[0], carries[1])
+
+
+def test_a_failed_rank_makes_the_job_exit_non_zero_instead_of_hanging(tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys, torch\n"
+        "from trm_train import init_distributed\n"
+        "from trm_train._distributed import all_reduce_sum\n"
+        "runtime = init_distributed('cpu', timeout_s=20)\n"
+        "if runtime.rank == 1:\n"
+        "    sys.exit(3)\n"
+        "all_reduce_sum(torch.ones(1), runtime)  # waits for rank 1, which is gone\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        str(script),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
