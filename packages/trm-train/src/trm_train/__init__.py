@@ -2,7 +2,7 @@
 
 `trm-train` (and `python -m trm_train` for torchrun) runs `train` on a `TrainConfig`
 built from a recipe (`arc2`, `tiny`) and command-line overrides; `trm-eval` scores a
-run's checkpoint with the official pass@K rule.
+run's checkpoint with the official pass@K rule; `trm-report` writes a run's report.md.
 """
 
 from ._adam_atan2 import AdamATan2, make_adam_atan2
@@ -23,7 +23,9 @@ from ._eval_files import write_eval_files
 from ._failure_weights import FailureWeights
 from ._loop import TrainingError, TrainSummary, train
 from ._metrics_log import LoggingConfig, read_metrics
+from ._plot import line_chart
 from ._predict import Predictions, predict
+from ._report import write_report
 from ._run import load_trained_model, read_run_config
 from ._schedule import warmup_cosine
 from ._scoring import (
@@ -59,6 +61,7 @@ __all__ = [
     "TrainingError",
     "arc2",
     "init_distributed",
+    "line_chart",
     "list_checkpoints",
     "load_checkpoint",
     "load_trained_model",
@@ -71,4 +74,5 @@ __all__ = [
     "train",
     "warmup_cosine",
     "write_eval_files",
+    "write_report",
 ]

@@ -1,0 +1,40 @@
+"""`trm-report`: write a run's report.md and print its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._plot import RENDERERS, Renderer
+from ._report import ReportError, write_report
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--charts",
+    type=click.Choice(RENDERERS),
+    default="auto",
+    show_default=True,
+    help="auto: matplotlib when installed (pip install 'trm-train[report]'), else plain "
+    "pictures without text (the report states their ranges and colours).",
+)
+@click.option(
+    "--pictures",
+    type=click.IntRange(min=0),
+    default=6,
+    show_default=True,
+    help="Link the prediction pictures of the first N tasks.",
+)
+def main(run_dir: Path, charts: Renderer, pictures: int) -> None:
+    """Write RUN_DIR/report.md (configuration, metrics, charts in RUN_DIR/report/, the
+    latest evaluation's prediction pictures) and print its path.
+
+    Example: trm-report runs/quickstart/run
+    """
+    try:
+        path = write_report(run_dir, renderer=charts, num_pictures=pictures)
+    except (FileNotFoundError, ReportError) as error:
+        raise click.UsageError(str(error)) from error
+    click.echo(str(path))
