@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 import pytest
 
 import arc_data
@@ -108,3 +109,58 @@ def make_store(tmp_path: Path) -> MakeStore:
         return arc_data.open_store(tmp_path / "store.zarr")
 
     return make
+
+
+_TRANSFORMS: dict[str, Callable[[Any], Any]] = {
+    "mirror": lambda grid: grid[:, ::-1],
+    "flip": lambda grid: grid[::-1],
+    "transpose": lambda grid: grid.T,
+}
+TransformStore = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def transform_store(tmp_path_factory: pytest.TempPathFactory) -> TransformStore:
+    """Build (once per argument set in the session) a store of `tasks` random tasks whose
+    outputs are `transform` ("mirror", "flip" or "transpose") of their `shape` inputs:
+    `pairs` pairs each, the last `tests` of them test pairs. `held_out`: the tasks are the
+    test set (their demonstrations train); otherwise every pair is a training example."""
+    built: dict[tuple[Any, ...], Path] = {}
+
+    def build(
+        *,
+        tasks: int,
+        shape: tuple[int, int],
+        transform: str,
+        seed: int,
+        num_aug: int,
+        held_out: bool,
+        pairs: int = 3,
+        tests: int = 1,
+    ) -> Path:
+        key = (tasks, shape, transform, seed, num_aug, held_out, pairs, tests)
+        if key in built:
+            return built[key]
+        root = tmp_path_factory.mktemp(f"{transform}-store")
+        rng = np.random.default_rng(seed)
+        (root / "tasks").mkdir()
+        for index in range(tasks):
+            grids = [rng.integers(0, 10, shape) for _ in range(pairs)]
+            examples = [
+                {"input": g.tolist(), "output": _TRANSFORMS[transform](g).tolist()} for g in grids
+            ]
+            task = {"train": examples[: pairs - tests], "test": examples[pairs - tests :]}
+            (root / "tasks" / f"{transform}{index:02d}.json").write_text(json.dumps(task))
+        config = arc_data.BuildConfig(
+            sources=(f"dir:{root / 'tasks'}",),
+            subsets=("tasks",),
+            test_set="tasks" if held_out else None,
+            num_aug=num_aug,
+            seed=0,
+            max_grid=10,
+        )
+        arc_data.build_store(config, root / "store.zarr")
+        built[key] = root / "store.zarr"
+        return built[key]
+
+    return build

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -16,25 +15,10 @@ from trm_train._cli import main
 
 
 @pytest.fixture(scope="module")
-def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(2)
-    (root / "tasks").mkdir()
-    for index in range(4):
-        grids = [rng.integers(0, 10, (2, 3)) for _ in range(3)]
-        pairs = [{"input": g.tolist(), "output": g.T.tolist()} for g in grids]
-        (root / "tasks" / f"t{index}.json").write_text(
-            json.dumps({"train": pairs[:2], "test": pairs[2:]})
-        )
-    config = arc_data.BuildConfig(
-        sources=(f"dir:{root / 'tasks'}",),
-        subsets=("tasks",),
-        test_set="tasks",
-        num_aug=2,
-        max_grid=10,
+def store_path(transform_store: Callable[..., Path]) -> Path:
+    return transform_store(
+        tasks=4, shape=(2, 3), transform="transpose", seed=2, num_aug=2, held_out=True
     )
-    arc_data.build_store(config, root / "store.zarr")
-    return root / "store.zarr"
 
 
 def run(*args: str) -> tuple[int, str]:

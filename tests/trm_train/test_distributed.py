@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import arc_data
 from trm_train import load_checkpoint, read_metrics
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ddp")
-    rng = np.random.default_rng(1)
-    (root / "tasks").mkdir()
-    for index in range(6):
-        grids = [rng.integers(0, 10, (3, 4)) for _ in range(3)]
-        pairs = [{"input": g.tolist(), "output": g[::-1].tolist()} for g in grids]
-        (root / "tasks" / f"flip{index}.json").write_text(
-            json.dumps({"train": pairs[:2], "test": pairs[2:]})
-        )
-    config = arc_data.BuildConfig(
-        sources=(f"dir:{root / 'tasks'}",), subsets=("tasks",), num_aug=3, max_grid=10
+def store_path(transform_store: Callable[..., Path]) -> Path:
+    return transform_store(
+        tasks=6, shape=(3, 4), transform="flip", seed=1, num_aug=3, held_out=False
     )
-    arc_data.build_store(config, root / "store.zarr")
-    return root / "store.zarr"
 
 
 def _train(store: Path, out: Path, split: str, ranks: int) -> None:

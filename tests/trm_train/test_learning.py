@@ -3,7 +3,7 @@ and with IWRM + UPGrad: at least 90% of its training examples exactly right."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -19,22 +19,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def mirror_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """32 tasks, each 'mirror the 3 x 3 grid left to right', 4 examples each."""
-    root = tmp_path_factory.mktemp("learn")
-    rng = np.random.default_rng(7)
-    (root / "tasks").mkdir()
-    for index in range(32):
-        grids = [rng.integers(0, 10, (3, 3)) for _ in range(4)]
-        pairs = [{"input": g.tolist(), "output": g[:, ::-1].tolist()} for g in grids]
-        (root / "tasks" / f"mirror{index:02d}.json").write_text(
-            json.dumps({"train": pairs[:3], "test": pairs[3:]})
-        )
-    config = arc_data.BuildConfig(
-        sources=(f"dir:{root / 'tasks'}",), subsets=("tasks",), num_aug=0, max_grid=10
+def mirror_store(transform_store: Callable[..., Path]) -> Path:
+    return transform_store(
+        tasks=32, shape=(3, 3), transform="mirror", seed=7, num_aug=0, held_out=False, pairs=4
     )
-    arc_data.build_store(config, root / "store.zarr")
-    return root / "store.zarr"
 
 
 def exact_share_on_train(run_dir: Path, store_path: Path) -> float:

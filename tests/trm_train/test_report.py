@@ -8,6 +8,7 @@ import shutil
 import statistics
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -58,27 +59,22 @@ def _table_value(text: str, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run_dir(tmp_path_factory: pytest.TempPathFactory, transform_store: Callable[..., Path]) -> Path:
     """Three steps of a shrunk tiny model with JD (iwrm_q_halt_in), evaluated at steps 2
     and 3, on three hand-made 2x2 transpose tasks."""
     root = tmp_path_factory.mktemp("report")
-    rng = np.random.default_rng(3)
-    (root / "tasks").mkdir()
-    for index in range(3):
-        grids = [rng.integers(0, 10, (2, 2)) for _ in range(4)]
-        pairs = [{"input": g.tolist(), "output": g.T.tolist()} for g in grids]
-        task = {"train": pairs[:2], "test": pairs[2:]}
-        (root / "tasks" / f"task{index}.json").write_text(json.dumps(task))
-    build = arc_data.BuildConfig(
-        sources=(f"dir:{root / 'tasks'}",),
-        subsets=("tasks",),
-        test_set="tasks",
+    store = transform_store(
+        tasks=3,
+        shape=(2, 2),
+        transform="transpose",
+        seed=3,
         num_aug=2,
-        max_grid=10,
+        held_out=True,
+        pairs=4,
+        tests=2,
     )
-    arc_data.build_store(build, root / "store.zarr")
-    meta = arc_data.open_store(root / "store.zarr").metadata
-    config = tiny(meta.num_puzzle_identifiers, meta.seq_len, root / "store.zarr")
+    meta = arc_data.open_store(store).metadata
+    config = tiny(meta.num_puzzle_identifiers, meta.seq_len, store)
     config = attrs.evolve(
         config,
         model=attrs.evolve(config.model, hidden_size=32, halt_max_steps=2),
@@ -149,7 +145,7 @@ def test_links_resolve_and_pngs_decode(run_dir: Path, report: str) -> None:
     charts = [link for link in links if link.startswith("report/")]
     pictures = [link for link in links if "/pictures/" in link]
     assert charts == ["report/loss.png", "report/accuracy.png", "report/gd_cosine.png"]
-    assert pictures == [f"eval/step-00000003/pictures/task{i}.png" for i in range(3)]
+    assert pictures == [f"eval/step-00000003/pictures/transpose{i:02d}.png" for i in range(3)]
     assert "eval/step-00000003/metrics.json" in links
     for link in links:
         assert (run_dir / link).is_file(), link

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +30,10 @@ CPU = Distributed()
 
 
 @pytest.fixture(scope="module")
-def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 random 3 x 3 'mirror' tasks, held out (their demonstrations train), 1 augmentation."""
-    root = tmp_path_factory.mktemp("mirror")
-    rng = np.random.default_rng(0)
-    (root / "tasks").mkdir()
-    for index in range(12):
-        grids = [rng.integers(0, 10, (3, 3)) for _ in range(3)]
-        pairs = [{"input": g.tolist(), "output": g[:, ::-1].tolist()} for g in grids]
-        task = {"train": pairs[:2], "test": pairs[2:]}
-        (root / "tasks" / f"mirror{index:02d}.json").write_text(json.dumps(task))
-    config = arc_data.BuildConfig(
-        sources=(f"dir:{root / 'tasks'}",),
-        subsets=("tasks",),
-        test_set="tasks",
-        num_aug=1,
-        seed=0,
-        max_grid=10,
+def store_path(transform_store: Callable[..., Path]) -> Path:
+    return transform_store(
+        tasks=12, shape=(3, 3), transform="mirror", seed=0, num_aug=1, held_out=True
     )
-    arc_data.build_store(config, root / "store.zarr")
-    return root / "store.zarr"
 
 
 def small_config(store: Path, split: str = "sum", **loop: Any) -> TrainConfig:
@@ -156,16 +140,13 @@ def test_a_new_run_refuses_a_directory_holding_one(store_path: Path, tmp_path: P
         train(config, tmp_path / "run", CPU, progress=False)
 
 
-def test_resume_refuses_a_store_of_another_shape(store_path: Path, tmp_path: Path) -> None:
+def test_resume_refuses_a_store_of_another_shape(
+    store_path: Path, tmp_path: Path, transform_store: Callable[..., Path]
+) -> None:
     config = small_config(store_path, steps=1)
     train(config, tmp_path / "run", CPU, progress=False)
-    source = arc_data.open_store(store_path).metadata.sources
-    other = tmp_path / "other.zarr"
-    arc_data.build_store(
-        arc_data.BuildConfig(
-            sources=source, subsets=("tasks",), test_set="tasks", num_aug=2, max_grid=10
-        ),
-        other,
+    other = transform_store(
+        tasks=12, shape=(3, 3), transform="mirror", seed=0, num_aug=2, held_out=True
     )
     moved = attrs.evolve(config, data=attrs.evolve(config.data, store=other))
     with pytest.raises(ValueError, match="has 37 puzzle identifiers, the model was built for 25"):
