@@ -44,7 +44,15 @@ SPLITS = (
     "stack_supervisions",
     "stack_supervisions_and_iwrm",
 )
-COLUMNS = ("pass@1", "pass@2", "train exact", "GD cosine", "step s")
+COLUMNS = (
+    "pass@1",
+    "pass@2",
+    "train exact",
+    "train token acc",
+    "train loss",
+    "GD cosine",
+    "step s",
+)
 
 
 def study_config(
@@ -67,15 +75,19 @@ def study_config(
 
 
 def summarise(run_dir: Path) -> dict[str, Any]:
-    """The figures of one finished run, from its metrics.jsonl."""
+    """The figures of one finished run, from its metrics.jsonl: evaluation at the last
+    step; training accuracy and loss averaged over the last fifth of the steps."""
     rows = read_metrics(run_dir)
     tail = rows[-max(1, len(rows) // 5) :]
     exact = [r["train/exact_accuracy"] for r in tail if "train/exact_accuracy" in r]
+    tokens = [r["train/accuracy"] for r in tail if "train/accuracy" in r]
     cosines = [r["jd/cosine_to_mean"] for r in rows if _finite(r.get("jd/cosine_to_mean"))]
     return {
         "pass@1": rows[-1].get("eval/pass@1", math.nan),
         "pass@2": rows[-1].get("eval/pass@2", math.nan),
         "train exact": statistics.fmean(exact) if exact else math.nan,
+        "train token acc": statistics.fmean(tokens) if tokens else math.nan,
+        "train loss": statistics.fmean(r["train/loss"] for r in tail),
         "GD cosine": statistics.fmean(cosines) if cosines else math.nan,
         "step s": statistics.median(r["train/step_seconds"] for r in rows),
         "cosine trace": [

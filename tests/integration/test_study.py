@@ -55,7 +55,7 @@ def test_study_writes_a_table_with_every_split_and_the_plot(tmp_path: Path) -> N
     table = out.read_text()
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == ["sum", "iwrm_q_halt_in"]
-    assert all(row.count("|") == 7 and "±" in row for row in rows)
+    assert all(row.count("|") == 9 and "±" in row for row in rows)
     raw = json.loads(out.with_suffix(".json").read_text())
     assert len(raw["sum"]) == 2 and 0.0 <= raw["sum"][0]["pass@2"] <= 1.0
     assert out.with_name("table-gd-cosine.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

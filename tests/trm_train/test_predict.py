@@ -147,6 +147,7 @@ WORKER = textwrap.dedent(
     got = predict(model, store, batch_size=6, device=torch.device("cpu"), rank=int(rank),
                   world_size=2)
     np.savez(out, example_indices=got.example_indices, tokens=got.tokens, q_halt=got.q_halt)
+    dist.barrier()  # gloo aborts a rank whose peer destroys the group under it
     dist.destroy_process_group()
     """
 )

@@ -60,7 +60,10 @@ def init_distributed(device: str, *, timeout_s: float = 300.0) -> Distributed:
 
 
 def shutdown_distributed(runtime: Distributed) -> None:
+    """Leave the process group together: gloo aborts a process ("terminate called without
+    an active exception") when a peer tears the group down while it still uses it."""
     if runtime.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
