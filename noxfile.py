@@ -92,6 +92,7 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the whole repository."""
+    """ruff over the whole repository: lint rules and formatting."""
     _install(session, "ruff")
     session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
