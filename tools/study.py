@@ -4,14 +4,16 @@ on one store, then write a markdown table (mean ± std over seeds) and GD-cosine
     python tools/study.py --store runs/compact.zarr --steps 200 --seeds 0,1,2 \
         --out docs/study/table.md
 
-Runs land in `--runs-dir/<split>-seed<k>`; finished ones (a final checkpoint) are read
-back instead of retrained, so an interrupted study continues where it stopped.
+Runs land in `--runs-dir/<split>-seed<k>`; finished ones (a checkpoint at `--steps`) are
+read back instead of retrained, so an interrupted study continues where it stopped (the
+run it was in starts over).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -183,7 +185,10 @@ def main(
                 config = study_config(
                     store, split, seed=seed, steps=steps, batch_size=batch_size, groups=groups
                 )
-                train(config, run_dir, Distributed(), resume=run_dir.exists(), progress=False)
+                # Runs save only at their last step: anything else there is an unfinished
+                # or differently sized run, trained again from scratch.
+                shutil.rmtree(run_dir, ignore_errors=True)
+                train(config, run_dir, Distributed(), progress=False)
             results.setdefault(split, []).append(summarise(run_dir))
     out.parent.mkdir(parents=True, exist_ok=True)
     plot = out.with_name(out.stem + "-gd-cosine.png")

@@ -108,3 +108,24 @@ def test_resume_keeps_the_configuration(store_path: Path, tmp_path: Path) -> Non
     assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2]
     code, output = run("--data", str(store_path), "--steps", "1", "--out", out)
     assert code == 1 and "already holds a run" in output
+
+
+def test_split_spellings_select_the_same_mode(store_path: Path, tmp_path: Path) -> None:
+    code, output = run(
+        "--data",
+        str(store_path),
+        "--split",
+        "Stack-Supervisions",
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert code == 0, output
+    config = read_run_config(tmp_path / "run")
+    assert config.objective.split == "stack_supervisions" and config.objective.stacks_supervisions
+    assert (
+        read_metrics(tmp_path / "run")[0]["jd/num_objectives"] == config.objective.supervision_steps
+    )

@@ -104,3 +104,15 @@ def test_eval_bad_input_exits_2(run_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no checkpoint" in result.output
     result = CliRunner().invoke(main, ["--run", str(run_dir), "--checkpoint", "7"])
     assert result.exit_code == 2 and "no checkpoint of step 7 (have 2)" in result.output
+
+
+def test_eval_of_a_damaged_checkpoint_exits_2_naming_it(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    checkpoint = copy / "checkpoints" / "step-00000002.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    result = CliRunner().invoke(main, ["--run", str(copy)])
+    assert result.exit_code == 2
+    assert "step-00000002.pt: not a readable checkpoint" in " ".join(result.output.split())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -60,5 +61,8 @@ def load_checkpoint(run_dir: Path, step: int | None = None) -> tuple[int, dict[s
                 f"{run_dir}: no checkpoint of step {step} (have {', '.join(str(s) for s, _ in found)})"
             )
         path = matches[0]
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise ValueError(f"{path}: not a readable checkpoint ({error})") from error
     return step, state

@@ -43,11 +43,20 @@ class OptimConfig:
     freeze_weights: bool = False
 
 
+def _canonical_split(name: str) -> str:
+    normalised = name.strip().lower().replace("-", "_").replace("_with_q_halt", "_q_halt")
+    if normalised not in SPLIT_NAMES:
+        raise ValueError(f"unknown split {name!r}; valid names: {', '.join(SPLIT_NAMES)}")
+    return normalised
+
+
 @attrs.frozen(kw_only=True)
 class ObjectiveConfig:
     """How the loss becomes objectives (`split`) and how they are aggregated."""
 
-    split: str = attrs.field(default="sum")
+    # Stored in canonical form (lower case, `_with_q_halt_` spelling folded), so that the
+    # mode checks below see one spelling.
+    split: str = attrs.field(default="sum", converter=_canonical_split)
     aggregator: str = "upgrad"
     engine: EngineName = attrs.field(default="auto", validator=v.in_(ENGINE_NAMES))
     groups: int | None = attrs.field(default=None, validator=v.optional(v.gt(0)))
@@ -55,17 +64,11 @@ class ObjectiveConfig:
     # Supervision steps unrolled per optimizer step by the `stack_supervisions*` splits.
     supervision_steps: int = attrs.field(default=4, validator=v.gt(0))
 
-    @split.validator
-    def _known_split(self, _: attrs.Attribute[str], value: str) -> None:
-        normalised = value.strip().lower().replace("-", "_").replace("_with_q_halt", "_q_halt")
-        if normalised not in SPLIT_NAMES:
-            raise ValueError(f"unknown split {value!r}; valid names: {', '.join(SPLIT_NAMES)}")
-
     @property
     def stacks_supervisions(self) -> bool:
         """Whether each optimizer step unrolls `supervision_steps` steps on a fresh batch
         (no ACT carry across batches) and keeps all their graphs."""
-        return self.split.strip().lower().startswith("stack_supervisions")
+        return self.split.startswith("stack_supervisions")
 
 
 @attrs.frozen(kw_only=True)

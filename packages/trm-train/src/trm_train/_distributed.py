@@ -1,11 +1,10 @@
-"""Process-group setup and the two reductions training needs.
+"""Process-group setup and the collectives the loop needs besides JD's own.
 
-Launched by `torchrun`, every rank trains on its slice of the global batch. Gradients
-are averaged across ranks by hand (one all-reduce over a flat buffer), the way the
-reference TRM code does it, rather than through `DistributedDataParallel`: every JD
-engine (some never call `backward` on the parameters) then syncs the same way. The
-puzzle-embedding rows of all ranks are all-gathered so that every rank applies the same
-sparse update to its copy of the table.
+Launched by `torchrun`, every rank trains on its slice of the global batch; the ranks'
+JD updates are averaged inside `jd_splits.JacobianDescent` (the model is wrapped in
+`DistributedDataParallel`, whose `no_sync` keeps its own reducer out of it). Here: the
+all-gather of the puzzle-embedding rows (every rank applies the same sparse update),
+the sum of the logged metrics, and joining/leaving the group.
 
 Collectives carry a timeout: a rank that dies or hangs makes the others fail instead of
 waiting forever, and torchrun then stops the job with a non-zero exit code.
@@ -47,7 +46,7 @@ def init_distributed(device: str, *, timeout_s: float = 300.0) -> Distributed:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but CUDA is not available")
+        raise ValueError("--device cuda asked for, but CUDA is not available")
     chosen = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(chosen)
@@ -67,21 +66,6 @@ def shutdown_distributed(runtime: Distributed) -> None:
         dist.destroy_process_group()
 
 
-def average_gradients(params: list[Tensor], runtime: Distributed) -> None:
-    """Replace each `.grad` by its mean over ranks (missing grads count as zero)."""
-    if not runtime.enabled:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1).float() for g in grads])
-    dist.all_reduce(flat)
-    flat /= runtime.world_size
-    offset = 0
-    for param, grad in zip(params, grads, strict=True):
-        count = grad.numel()
-        param.grad = flat[offset : offset + count].view_as(param).to(param.dtype)
-        offset += count
-
-
 def all_gather_rows(ids: Tensor, grads: Tensor, runtime: Distributed) -> tuple[Tensor, Tensor]:
     """Every rank's (puzzle identifiers, row gradients), concatenated in rank order."""
     if not runtime.enabled:
@@ -91,14 +75,6 @@ def all_gather_rows(ids: Tensor, grads: Tensor, runtime: Distributed) -> tuple[T
     dist.all_gather(all_ids, ids.contiguous())
     dist.all_gather(all_grads, grads.contiguous())
     return torch.cat(all_ids), torch.cat(all_grads)
-
-
-def broadcast_module(module: torch.nn.Module, runtime: Distributed) -> None:
-    """Make every rank start from rank 0's parameters and buffers."""
-    if not runtime.enabled:
-        return
-    for tensor in [*module.parameters(), *module.buffers()]:
-        dist.broadcast(tensor.data, src=0)
 
 
 def all_reduce_sum(values: Tensor, runtime: Distributed) -> Tensor:

@@ -83,7 +83,10 @@ def main(
 
     Example: trm-eval --run runs/iwrm_q_halt_in-seed0 --out eval/
     """
-    runtime = init_distributed(device)
+    try:
+        runtime = init_distributed(device)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
     try:
         model, config, step = load_trained_model(
             run_dir, step=checkpoint, ema=ema, device=runtime.device

@@ -53,7 +53,11 @@ def train(
     if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    log = MetricsLog(run_dir, config.logging, config.to_dict()) if runtime.is_main else None
+    log = (
+        MetricsLog(run_dir, config.logging, config.to_dict(), keep_through=trainer.step)
+        if runtime.is_main
+        else None
+    )
     bar = Progress(config.loop.steps, start=trainer.step, enabled=progress and runtime.is_main)
     loop = config.loop
     metrics: dict[str, Any] = {}

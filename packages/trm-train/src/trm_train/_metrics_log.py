@@ -28,9 +28,21 @@ class LoggingConfig:
 class MetricsLog:
     """One JSON object per logged step in `metrics.jsonl`; the same to W&B."""
 
-    def __init__(self, run_dir: Path, config: LoggingConfig, run_config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        config: LoggingConfig,
+        run_config: dict[str, Any],
+        *,
+        keep_through: int = 0,
+    ) -> None:
+        """`keep_through`: the step the run (re)starts from; rows logged after it (by a run
+        killed after its last checkpoint, or an older run in the directory) are dropped,
+        so that each step appears once."""
         self.path = run_dir / "metrics.jsonl"
         run_dir.mkdir(parents=True, exist_ok=True)
+        kept = [row for row in read_metrics(run_dir) if row["step"] <= keep_through]
+        self.path.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self._wandb: Any = None
         if config.wandb != "disabled":

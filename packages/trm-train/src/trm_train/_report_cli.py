@@ -35,6 +35,6 @@ def main(run_dir: Path, charts: Renderer, pictures: int) -> None:
     """
     try:
         path = write_report(run_dir, renderer=charts, num_pictures=pictures)
-    except (FileNotFoundError, ReportError) as error:
+    except (FileNotFoundError, ValueError, ReportError) as error:
         raise click.UsageError(str(error)) from error
     click.echo(str(path))

@@ -207,4 +207,5 @@ def _update_failure_weights(trainer: Trainer, outcomes: list[tuple[Tensor, Tenso
     counted = flags[:, 0].cpu().numpy() > 0.5
     exact = flags[:, 1].cpu().numpy() > 0.5
     trainer.failure_weights.update(ids.cpu().numpy()[counted].astype(np.int64), exact[counted])
-    trainer.sampler.set_weights(trainer.failure_weights.weights)
+    # A copy: the sampler plans the current epoch with the weights it was given.
+    trainer.sampler.set_weights(trainer.failure_weights.weights.copy())

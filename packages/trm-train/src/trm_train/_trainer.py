@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -74,7 +75,9 @@ class Trainer:
     carry: trm_model.Carry | None = None
 
     # Keys of `state_dict` that differ between ranks.
-    RANK_LOCAL: ClassVar[tuple[str, ...]] = ("generator", "torch_rng", "carry")
+    # The aggregator's state (stateful ones such as gradvac) follows each rank's own
+    # objectives under DDP.
+    RANK_LOCAL: ClassVar[tuple[str, ...]] = ("generator", "torch_rng", "carry", "aggregator")
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -102,15 +105,32 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
-        self.jd.aggregator.load_state_dict(state["aggregator"])
+        if "aggregator" in state:
+            _load_aggregator_state(self.jd.aggregator, state["aggregator"])
         self.sampler.load_state_dict(state["sampler"])
         if "generator" in state:
-            self.generator.set_state(state["generator"])
+            try:
+                self.generator.set_state(state["generator"])
+            except RuntimeError:  # saved on another device type: the draws restart
+                warnings.warn(
+                    "the checkpoint's random generator is for another device; it restarts "
+                    "from the seed, so this resume is not bit-exact",
+                    stacklevel=2,
+                )
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])
         if self.failure_weights is not None and state["failure_weights"] is not None:
             self.failure_weights.load_state_dict(state["failure_weights"])
         self.carry = None if state["carry"] is None else _carry_from_dict(state["carry"], device)
+
+
+def _load_aggregator_state(aggregator: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a stateful aggregator's buffers. torchjd registers them as None until the first
+    step fills them, which `load_state_dict` would reject as unexpected keys."""
+    for name, value in state.items():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = aggregator.get_submodule(owner_name) if owner_name else aggregator
+        owner._buffers[leaf] = value.clone()
 
 
 def _carry_from_dict(values: dict[str, Any], device: torch.device) -> trm_model.Carry:
@@ -157,9 +177,15 @@ def build_trainer(config: TrainConfig, runtime: Distributed) -> Trainer:
         intermediate_weight=objective.intermediate_weight,
         seed=config.loop.seed,
     )
-    jd = JacobianDescent(
-        wrapped, aggregator=objective.aggregator, engine=objective.engine, split=split
-    )
+    try:
+        jd = JacobianDescent(
+            wrapped, aggregator=objective.aggregator, engine=objective.engine, split=split
+        )
+    except TypeError as error:  # an aggregator whose constructor needs arguments
+        raise ValueError(
+            f"the {objective.aggregator} aggregator cannot be built with its defaults ({error}); "
+            "use it through jd_splits.make_aggregator in your own loop"
+        ) from error
 
     forward: Callable[..., trm_model.StepOutput] = model
     if config.loop.compile:
@@ -204,7 +230,7 @@ def build_trainer(config: TrainConfig, runtime: Distributed) -> Trainer:
         seed=config.loop.seed,
         rank=runtime.rank,
         world_size=runtime.world_size,
-        weights=None if failure_weights is None else failure_weights.weights,
+        weights=None if failure_weights is None else failure_weights.weights.copy(),
     )
     return Trainer(
         config=config,
