@@ -14,7 +14,7 @@ import hashlib
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,21 +23,19 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 import zarr
-from zarr.codecs import BloscCodec, BloscShuffle
 
 from arc_data._augment import dihedral, sample_augmentation_arrays
 from arc_data._encoding import COLOUR_OFFSET, EOS, IGNORE_LABEL, PAD, VOCAB_SIZE
 from arc_data._errors import ArcDataError
 from arc_data._layout import (
-    CHUNKS_PER_SHARD,
     FORMAT_NAME,
     FORMAT_VERSION,
     SPLITS,
     TOKEN_ARRAYS,
-    chunk_rows,
 )
 from arc_data._sources import parse_source, read_subsets
 from arc_data._task import MAX_GRID_SIZE, Pair, Task, task_to_json
+from arc_data._zarr_io import ShardWriter, small_array, token_array
 
 Progress = Callable[[int], None]
 # Given the total number of tasks, a context yielding a callback told how many more are done.
@@ -195,8 +193,8 @@ def _write(
     root = zarr.open_group(path, mode="w", attributes={"format": FORMAT_NAME})
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="arc-data-write") as executor:
         writers = {
-            (split, name): _ShardWriter(
-                _token_array(root, f"{split}/{name}", examples[split], seq_len), executor
+            (split, name): ShardWriter(
+                token_array(root, f"{split}/{name}", examples[split], seq_len), executor
             )
             for split in SPLITS
             for name in TOKEN_ARRAYS
@@ -207,7 +205,7 @@ def _write(
     for split in SPLITS:
         for name, values in index[split].items():
             dtype = np.int32 if name == "puzzle_identifiers" else np.int64
-            _small_array(root, f"{split}/{name}", np.asarray(values, dtype=dtype))
+            small_array(root, f"{split}/{name}", np.asarray(values, dtype=dtype))
     _write_identifiers(root, plans)
     originals = {p.task.task_id: task_to_json(p.task) for p in plans if p.held_out}
     root.create_group("originals", attributes={"tasks": originals})
@@ -224,7 +222,7 @@ def _write(
 def _encode_all(
     plans: Sequence[_TaskPlan],
     size: int,
-    writers: dict[tuple[str, str], _ShardWriter],
+    writers: dict[tuple[str, str], ShardWriter],
     progress: ProgressFactory | None,
 ) -> dict[str, dict[str, list[int]]]:
     """Encode every task's versions into the writers; returns the split index lists."""
@@ -342,10 +340,10 @@ def _write_identifiers(root: zarr.Group, plans: Sequence[_TaskPlan]) -> None:
         version[ids] = np.arange(plan.versions)
         transform[ids] = plan.transforms
         colours[ids] = plan.colours
-    _small_array(root, "identifiers/task_index", task_index)
-    _small_array(root, "identifiers/version", version)
-    _small_array(root, "identifiers/transform", transform)
-    _small_array(root, "identifiers/colours", colours)
+    small_array(root, "identifiers/task_index", task_index)
+    small_array(root, "identifiers/version", version)
+    small_array(root, "identifiers/transform", transform)
+    small_array(root, "identifiers/colours", colours)
 
 
 def _metadata(
@@ -378,86 +376,6 @@ def _metadata(
         "skipped_tasks": list(skipped),
         "unlabelled_test_pairs_skipped": unlabelled,
     }
-
-
-class _ShardWriter:
-    """Appends rows to a preallocated array, writing whole shards from two alternating
-    buffers: one fills while the other is compressed and written in the background."""
-
-    def __init__(self, array: zarr.Array[Any], executor: ThreadPoolExecutor) -> None:
-        self._array = array
-        self._executor = executor
-        shard_rows = array.shards[0] if array.shards else array.chunks[0]
-        shape = (min(shard_rows, array.shape[0]), *array.shape[1:])
-        self._buffer = np.empty(shape, array.dtype)
-        self._spare = np.empty(shape, array.dtype)
-        self._pending: Future[None] | None = None
-        self._filled = 0
-        self._written = 0
-
-    def append(self, rows: npt.NDArray[np.uint8]) -> None:
-        start = 0
-        while start < len(rows):
-            take = min(len(rows) - start, len(self._buffer) - self._filled)
-            self._buffer[self._filled : self._filled + take] = rows[start : start + take]
-            self._filled += take
-            start += take
-            if self._filled == len(self._buffer):
-                self._flush()
-
-    def close(self) -> None:
-        self._flush()
-        self._wait()
-        if self._written != self._array.shape[0]:
-            raise RuntimeError(f"wrote {self._written} rows into {self._array.shape[0]}")
-
-    def _flush(self) -> None:
-        if not self._filled:
-            return
-        self._wait()  # the spare buffer is free once its write is done
-        end = self._written + self._filled
-        self._pending = self._executor.submit(
-            self._array.__setitem__, slice(self._written, end), self._buffer[: self._filled]
-        )
-        self._written = end
-        self._filled = 0
-        self._buffer, self._spare = self._spare, self._buffer
-
-    def _wait(self) -> None:
-        if self._pending is not None:
-            self._pending.result()
-            self._pending = None
-
-
-def _token_array(root: zarr.Group, name: str, rows: int, seq_len: int) -> zarr.Array[Any]:
-    chunk = chunk_rows(seq_len)
-    return root.create_array(
-        name,
-        shape=(rows, seq_len),
-        dtype=np.uint8,
-        chunks=(chunk, seq_len),
-        shards=(chunk * CHUNKS_PER_SHARD, seq_len),
-        compressors=_COMPRESSOR,
-        fill_value=0,
-    )
-
-
-def _small_array(root: zarr.Group, name: str, values: npt.NDArray[Any]) -> None:
-    array = root.create_array(
-        name,
-        shape=values.shape,
-        dtype=values.dtype,
-        chunks=(max(1, min(len(values), 1 << 20)), *values.shape[1:]),
-        compressors=_COMPRESSOR,
-        fill_value=0,
-    )
-    if values.size:
-        array[...] = values
-
-
-# Canvases are mostly PAD with a 12-token alphabet: zstd compresses them about 20x
-# (better without byte or bit shuffling, measured) and decodes fast.
-_COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.noshuffle)
 
 
 def _replace(partial: Path, output: Path) -> None:
