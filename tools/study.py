@@ -63,12 +63,13 @@ def study_config(
 ) -> TrainConfig:
     meta = arc_data.open_store(store).metadata
     config = tiny(meta.num_puzzle_identifiers, meta.seq_len, store)
+    objective = attrs.evolve(
+        config.objective, split=split, groups=groups if "pixelwise" in split else None
+    )
     return attrs.evolve(
         config,
-        model=attrs.evolve(config.model, intermediate_outputs=split.startswith("stack_internal")),
-        objective=attrs.evolve(
-            config.objective, split=split, groups=groups if "pixelwise" in split else None
-        ),
+        model=attrs.evolve(config.model, intermediate_outputs=objective.uses_internal_losses),
+        objective=objective,
         data=attrs.evolve(config.data, global_batch_size=batch_size),
         loop=attrs.evolve(
             config.loop, steps=steps, seed=seed, eval_every=steps, checkpoint_every=steps

@@ -319,7 +319,7 @@ def _config_from_options(options: dict[str, Any], given: set[str]) -> tuple[Trai
             supervision_steps=options["supervision_steps"],
         ),
     )
-    if objective.split != "sum" and "stack_internal" in objective.split:
+    if objective.uses_internal_losses:
         model = attrs.evolve(model, intermediate_outputs=True)
     data = attrs.evolve(
         config.data,

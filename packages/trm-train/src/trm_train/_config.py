@@ -15,7 +15,7 @@ import attrs
 from attrs import validators as v
 
 import trm_model
-from jd_splits import ENGINE_NAMES, SPLIT_NAMES, EngineName
+from jd_splits import ENGINE_NAMES, SPLIT_NAMES, EngineName, Refinements, get_split
 
 from ._metrics_log import LoggingConfig
 
@@ -63,6 +63,12 @@ class ObjectiveConfig:
     intermediate_weight: float = attrs.field(default=1.0, validator=v.ge(0.0))
     # Supervision steps unrolled per optimizer step by the `stack_supervisions*` splits.
     supervision_steps: int = attrs.field(default=4, validator=v.gt(0))
+
+    @property
+    def uses_internal_losses(self) -> bool:
+        """Whether the split reads the per-H-cycle losses (the model must then have
+        `intermediate_outputs` on)."""
+        return get_split(self.split).refinements is not Refinements.FINAL
 
     @property
     def stacks_supervisions(self) -> bool:

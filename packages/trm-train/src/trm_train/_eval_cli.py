@@ -11,10 +11,8 @@ import click
 import arc_data
 
 from ._distributed import init_distributed, shutdown_distributed
-from ._eval_files import write_eval_files
-from ._predict import predict
+from ._evaluate import evaluate_model
 from ._run import load_trained_model
-from ._scoring import score_predictions
 from ._trainer import check_store_matches
 
 
@@ -101,21 +99,19 @@ def main(
         raise click.UsageError(
             f"{store.path}: the store has no test split (built with --test-set none)"
         )
-    predictions = predict(
+    out_dir = out or run_dir / "eval" / f"step-{step:08d}"
+    result = evaluate_model(
         model,
         store,
-        batch_size=batch_size * runtime.world_size,
-        device=runtime.device,
-        rank=runtime.rank,
-        world_size=runtime.world_size,
-        progress=progress and runtime.is_main,
+        runtime,
+        batch_size=batch_size,
+        out_dir=out_dir,
+        num_pictures=pictures,
+        progress=progress,
     )
     shutdown_distributed(runtime)
-    if not runtime.is_main:
+    if result is None:  # not rank 0
         return
-    result = score_predictions(store, predictions)
-    out_dir = out or run_dir / "eval" / f"step-{step:08d}"
-    write_eval_files(result, store, out_dir, num_pictures=pictures)
     if not result.has_labels:
         click.echo(f"{store.path}: the test split has no solutions; no score is possible", err=True)
     click.echo(json.dumps({"step": step, **result.metrics}, indent=2))

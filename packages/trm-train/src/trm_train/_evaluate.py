@@ -1,4 +1,4 @@
-"""Evaluation of a run in progress: the EMA weights on the store's test split."""
+"""Evaluation on a store's test split: predict on every rank, score and write on rank 0."""
 
 from __future__ import annotations
 
@@ -6,32 +6,60 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import arc_data
+import trm_model
+
+from ._distributed import Distributed
 from ._eval_files import write_eval_files
 from ._predict import predict
-from ._scoring import score_predictions
+from ._scoring import EvalResult, score_predictions
 from ._trainer import Trainer
 
 
+def evaluate_model(
+    model: trm_model.TRM,
+    store: arc_data.ArcStore,
+    runtime: Distributed,
+    *,
+    batch_size: int,
+    out_dir: Path | None,
+    num_pictures: int = 10,
+    progress: bool = False,
+) -> EvalResult | None:
+    """Every rank predicts its slice (`batch_size` per rank) and rank 0 scores and writes
+    the submission, per-task results and pictures to `out_dir`. The result on rank 0,
+    None elsewhere."""
+    predictions = predict(
+        model,
+        store,
+        batch_size=batch_size * runtime.world_size,
+        device=runtime.device,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+        progress=progress and runtime.is_main,
+    )
+    if not runtime.is_main:
+        return None
+    result = score_predictions(store, predictions)
+    if out_dir is not None:
+        write_eval_files(result, store, out_dir, num_pictures=num_pictures)
+    return result
+
+
 def evaluate_trainer(trainer: Trainer, out_dir: Path | None) -> dict[str, Any]:
-    """Predict the test split on every rank (each its slice), score on rank 0, write the
-    submission, per-task results and pictures to `out_dir`; `eval/` metrics on rank 0,
-    an empty dict elsewhere and when the store holds no test split."""
-    store, runtime = trainer.store, trainer.runtime
-    if store.test.num_examples == 0:
+    """The EMA weights of a run in progress on its store's test split: `eval/` metrics on
+    rank 0, an empty dict elsewhere and when the store holds no test split."""
+    if trainer.store.test.num_examples == 0:
         return {}
     averaged = trainer.ema.applied() if trainer.ema is not None else nullcontext()
     with averaged:
-        predictions = predict(
+        result = evaluate_model(
             trainer.model,
-            store,
-            batch_size=trainer.config.loop.eval_batch_size * runtime.world_size,
-            device=runtime.device,
-            rank=runtime.rank,
-            world_size=runtime.world_size,
+            trainer.store,
+            trainer.runtime,
+            batch_size=trainer.config.loop.eval_batch_size,
+            out_dir=out_dir,
         )
-    if not runtime.is_main:
+    if result is None:
         return {}
-    result = score_predictions(store, predictions)
-    if out_dir is not None:
-        write_eval_files(result, store, out_dir)
     return {f"eval/{key}": value for key, value in result.metrics.items()}

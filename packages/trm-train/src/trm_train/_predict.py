@@ -14,7 +14,9 @@ import torch
 import torch.distributed as dist
 
 from arc_data import ArcStore, iter_test_batches
-from trm_model import TRM, Batch
+from trm_model import TRM
+
+from ._batch import model_batch
 
 
 def _int64(values: Any) -> npt.NDArray[np.int64]:
@@ -118,14 +120,8 @@ def _predict_local(
     batches = iter_test_batches(store.test, batch_size, rank=rank, world_size=world_size)
     with torch.inference_mode():
         for number, batch in enumerate(batches, start=1):
-            model_batch = Batch(
-                inputs=torch.from_numpy(batch.inputs).to(device, torch.long),
-                labels=torch.from_numpy(batch.labels).to(device, torch.long),
-                puzzle_identifiers=torch.from_numpy(batch.puzzle_identifiers).to(
-                    device, torch.long
-                ),
-            )
-            carry = model.refill(model.initial_carry(model_batch), model_batch)
+            inputs = model_batch(batch, device)
+            carry = model.refill(model.initial_carry(inputs), inputs)
             for _ in range(model.config.halt_max_steps):
                 out = model(carry)
                 carry = out.carry

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-import arc_data
 import trm_model
 from jd_splits import Diagnostics
 
+from ._batch import model_batch
 from ._distributed import all_gather_rows, all_reduce_sum
 from ._trainer import Trainer
 
@@ -36,14 +36,6 @@ _SUMS = ("samples", "lm", "halt", "count", "accuracy", "exact_accuracy", "q_halt
 
 class NonFiniteLossError(RuntimeError):
     """The loss of a training step is NaN or infinite."""
-
-
-def model_batch(batch: arc_data.Batch, device: torch.device) -> trm_model.Batch:
-    return trm_model.Batch(
-        inputs=torch.from_numpy(batch.inputs).to(device, torch.long),
-        labels=torch.from_numpy(batch.labels).to(device, torch.long),
-        puzzle_identifiers=torch.from_numpy(batch.puzzle_identifiers).to(device, torch.long),
-    )
 
 
 def train_step(trainer: Trainer) -> dict[str, Any]:
