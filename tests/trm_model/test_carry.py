@@ -65,7 +65,7 @@ def test_training_stream_refills_halted_slots_only(
     """Slots halt at different steps (exploration); each takes the next batch's sample."""
     config = small_config(halt_max_steps=4, halt_exploration_prob=1.0)
     model = make_model(config).train()
-    assert model.q_head.bias is not None
+    assert model.q_head is not None and model.q_head.bias is not None
     with torch.no_grad():
         model.q_head.bias.fill_(5.0)  # halt as soon as the exploration floor allows
     generator = torch.Generator().manual_seed(3)

@@ -27,5 +27,5 @@ def test_whole_model_compiles_and_matches_eager(
     torch.testing.assert_close(compiled.losses.lm, eager.losses.lm, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(compiled.carry.z_H, eager.carry.z_H, rtol=1e-4, atol=1e-5)
     assert torch.equal(compiled.carry.halted, eager.carry.halted)
-    torch.autograd.backward(compiled.losses.lm.sum() + compiled.losses.halt.sum())
+    torch.autograd.backward(compiled.losses.total())
     assert model.lm_head.weight.grad is not None

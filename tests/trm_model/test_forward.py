@@ -100,7 +100,7 @@ def _randomise_heads(model: TRM) -> None:
     """Non-zero puzzle rows and Q head so that their paths are checked too."""
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
-        assert model.puzzle_emb is not None
+        assert model.puzzle_emb is not None and model.q_head is not None
         model.puzzle_emb.copy_(torch.randn(model.puzzle_emb.shape, generator=generator))
         model.q_head.weight.copy_(0.1 * torch.randn(model.q_head.weight.shape, generator=generator))
 

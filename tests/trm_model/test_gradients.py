@@ -56,7 +56,7 @@ def test_no_gradient_reaches_the_carry_through_earlier_cycles(
         carry = _fresh(model, batch)
         z_H, z_L = carry.z_H.clone().requires_grad_(), carry.z_L.clone().requires_grad_()
         out = model(dataclasses.replace(carry, z_H=z_H, z_L=z_L))
-        torch.autograd.backward(out.losses.lm.sum() + out.losses.halt.sum())
+        torch.autograd.backward(out.losses.total())
         assert (z_H.grad is not None) == reaches
         assert (z_L.grad is not None) == reaches
 
@@ -77,15 +77,20 @@ def test_gradients_equal_those_of_the_last_cycle_alone(
     twin_out = twin(carry)
 
     torch.testing.assert_close(out.logits, twin_out.logits)
-    loss = out.losses.lm.sum() + out.losses.halt.sum()
-    twin_loss = twin_out.losses.lm.sum() + twin_out.losses.halt.sum()
+    loss = out.losses.total()
+    twin_loss = twin_out.losses.total()
     _assert_same_grads(_grads(model, loss), _grads(twin, twin_loss))
 
 
-def test_intermediate_outputs_give_one_term_per_cycle_each_through_its_own_cycle(
+def test_absolute_internal_losses_give_one_term_per_cycle_each_through_its_own_cycle(
     small_config: ConfigFactory, make_model: ModelFactory, make_batch: BatchFactory
 ) -> None:
-    config = small_config(H_cycles=3, intermediate_outputs=True, halt_exploration_prob=0.0)
+    config = small_config(
+        H_cycles=3,
+        intermediate_outputs=True,
+        internal_losses="absolute",
+        halt_exploration_prob=0.0,
+    )
     model = make_model(config).train()
     batch = make_batch(config, 3, ignore_tail=5)
     out = model(_fresh(model, batch))
@@ -115,8 +120,8 @@ def test_intermediate_outputs_leave_the_final_terms_unchanged(
     assert a.losses.internal is None
     torch.testing.assert_close(a.losses.lm, b.losses.lm)
     torch.testing.assert_close(a.losses.halt, b.losses.halt)
-    loss_a = a.losses.lm.sum() + a.losses.halt.sum()
-    loss_b = b.losses.lm.sum() + b.losses.halt.sum()
+    loss_a = a.losses.total()
+    loss_b = b.losses.total()
     _assert_same_grads(_grads(plain, loss_a), _grads(stacked, loss_b))
 
 
@@ -133,7 +138,7 @@ def test_puzzle_rows_receive_the_gradient_and_the_table_stays_untouched(
     carry = _fresh(model, batch)
     rows = model.puzzle_emb[carry.batch.puzzle_identifiers].requires_grad_()
     out = model(carry, rows, generator=torch.Generator().manual_seed(0))
-    torch.autograd.backward(out.losses.lm.sum() + out.losses.halt.sum())
+    torch.autograd.backward(out.losses.total())
     assert rows.grad is not None and rows.grad.shape == (3, config.hidden_size)
     assert (rows.grad.abs().sum(-1) > 0).all()
     # Reading the table itself gives the same forward, and no gradient to the table.

@@ -16,7 +16,7 @@ SEED = 11
 
 def _set_q(model: TRM, q_halt: float, q_continue: float = -5.0) -> None:
     """Constant Q logits: zero weight, the values as bias."""
-    assert model.q_head.bias is not None
+    assert model.q_head is not None and model.q_head.bias is not None
     with torch.no_grad():
         model.q_head.weight.zero_()
         model.q_head.bias.copy_(torch.tensor([q_halt, q_continue]))
@@ -94,10 +94,10 @@ def test_exploration_never_halts_before_q_or_max(
     assert history == [[False] * 6, [False] * 6, [True] * 6]
 
 
-def test_without_act_every_sample_runs_exactly_t_steps(
+def test_fixed_act_mode_runs_every_sample_exactly_t_steps(
     small_config: ConfigFactory, make_model: ModelFactory, make_batch: BatchFactory
 ) -> None:
-    config = small_config(act=False, halt_max_steps=3, halt_exploration_prob=1.0)
+    config = small_config(act_mode="fixed", halt_max_steps=3, halt_exploration_prob=1.0)
     model = make_model(config).train()
     _set_q(model, q_halt=5.0)
     batch = make_batch(config, 4)

@@ -86,10 +86,11 @@ def test_lm_plus_halt_is_the_reference_total_loss(
         reference += ce.sum().item() / max(1, int(labelled.sum()))
         exact = bool((out.logits[b].argmax(-1) == batch.labels[b])[labelled].all())
         reference += 0.5 * _bce_with_logits(out.q_halt[b].item(), float(exact))
-    total = out.losses.lm.sum() + out.losses.halt.sum()
+    total = out.losses.total()
     assert math.isclose(total.item(), reference, rel_tol=1e-6)
     # The blank row (no labels) counts as exactly right, as in the reference.
     assert out.metrics.exact[-1]
+    assert out.losses.halt is not None
     assert math.isclose(out.losses.halt[-1].item(), 0.5 * _bce_with_logits(-5.0, 1.0), rel_tol=1e-6)
 
 
@@ -134,6 +135,7 @@ def test_halt_loss_weight_scales_halt_only(
     batch = make_batch(small_config(), 3)
     half = _first_step(make_model(small_config()), batch).losses
     full = _first_step(make_model(small_config(halt_loss_weight=1.0)), batch).losses
+    assert full.halt is not None and half.halt is not None
     torch.testing.assert_close(full.halt, 2 * half.halt)
     torch.testing.assert_close(full.lm, half.lm)
 
@@ -146,6 +148,7 @@ def test_q_continue_adds_its_bootstrapped_bce(
     out = _first_step(make_model(config), batch, train=True)
     # At initialisation both Q logits are -5 everywhere, so the target is sigmoid(-5).
     target = 1 / (1 + math.exp(5.0))
+    assert out.losses.halt is not None
     for b in range(3):
         expected = 0.5 * (
             _bce_with_logits(-5.0, float(out.metrics.exact[b])) + _bce_with_logits(-5.0, target)

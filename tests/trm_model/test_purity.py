@@ -21,6 +21,11 @@ def _step(model: TRM, batch: Batch, seed: int = 0) -> StepOutput:
     return model(carry, generator=torch.Generator().manual_seed(seed))
 
 
+def _halt(out: StepOutput) -> torch.Tensor:
+    assert out.losses.halt is not None
+    return out.losses.halt
+
+
 def _rows(out: StepOutput, index: list[int]) -> list[torch.Tensor]:
     """Every per-sample output of the step, restricted to the rows ``index``."""
     return [
@@ -28,7 +33,7 @@ def _rows(out: StepOutput, index: list[int]) -> list[torch.Tensor]:
         out.q_halt[index],
         out.q_continue[index],
         out.losses.lm[index],
-        out.losses.halt[index],
+        _halt(out)[index],
         out.carry.z_H[index],
         out.carry.z_L[index],
         out.carry.halted[index],

@@ -11,7 +11,8 @@ from ._layers import SwiGLU, dropout, rms_norm
 
 
 class Block(nn.Module):
-    """``h = norm(h + mix(h)); h = norm(h + mlp(h))``, mix = attention or token MLP.
+    """``h = norm(h + mix(h)); h = dropout(norm(h + mlp(h)))``, mix = attention or token
+    MLP. Dropout on the block's output after its last norm is the write-up's placement.
 
     Dropout acts here, between leaf modules, never inside a module owning parameters:
     Jacobian engines re-run the leaf modules and must see the same function.
@@ -40,11 +41,11 @@ class Block(nn.Module):
     def forward(self, h: Tensor, rope: Rope | None, generator: torch.Generator | None) -> Tensor:
         if self.mlp_t is not None:
             h_t = h.transpose(1, 2)
-            h = rms_norm(h_t + self._drop(self.mlp_t(h_t), generator), self.eps).transpose(1, 2)
+            h = rms_norm(h_t + self.mlp_t(h_t), self.eps).transpose(1, 2)
         else:
             assert self.self_attn is not None
-            h = rms_norm(h + self._drop(self.self_attn(h, rope), generator), self.eps)
-        return rms_norm(h + self._drop(self.mlp(h), generator), self.eps)
+            h = rms_norm(h + self.self_attn(h, rope), self.eps)
+        return self._drop(rms_norm(h + self.mlp(h), self.eps), generator)
 
 
 class BlockStack(nn.Module):

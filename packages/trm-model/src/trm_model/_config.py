@@ -11,6 +11,8 @@ from attrs import validators as v
 PosEncodings = Literal["rope", "learned", "none"]
 AttentionKernel = Literal["sdpa", "math"]
 LossKind = Literal["stablemax", "softmax"]
+ActMode = Literal["act", "fixed", "none"]
+InternalLosses = Literal["differential", "absolute"]
 ForwardDtype = Literal["float32", "bfloat16"]
 
 _positive = v.gt(0)
@@ -58,13 +60,19 @@ class TRMConfig:
     forward_dtype: ForwardDtype = attrs.field(
         default="float32", validator=v.in_(("float32", "bfloat16"))
     )
-    # Applied to the attention and MLP outputs before each residual add, in training only.
+    # Applied to each block's output after its last norm (the seed's placement), in
+    # training only.
     dropout: float = attrs.field(default=0.0, validator=v.and_(v.ge(0.0), v.lt(1.0)))
 
-    # Supervision steps: the ACT maximum, or exactly this many when `act` is off.
+    # "act": a Q head decides halting in training (TRM). "fixed": the Q head and its loss
+    # are kept but every sample runs exactly `halt_max_steps` steps. "none": the research
+    # write-up's no-ACT variant: no Q head and no halting loss, exactly `halt_max_steps`
+    # steps, every H cycle read out with gradient through that cycle alone, and a learned
+    # `output_logits_init` buffer (the previous logits of a fresh sample).
+    act_mode: ActMode = attrs.field(default="act", validator=v.in_(("act", "fixed", "none")))
+    # Supervision steps: the ACT maximum, or exactly this many (act_mode fixed or none).
     halt_max_steps: int = attrs.field(default=16, validator=_positive)
     halt_exploration_prob: float = attrs.field(default=0.1, validator=_probability)
-    act: bool = True
     # Learn q_continue from a bootstrapped target (reference `no_ACT_continue=False`).
     q_continue: bool = False
 
@@ -75,10 +83,20 @@ class TRMConfig:
     differential_loss: bool = False
     # Std of the Gaussian noise added to the carried states between supervision steps.
     carry_perturbation: float = attrs.field(default=0.0, validator=_non_negative_float)
-    # One extra loss term per H cycle, each with gradient through its own cycle only.
+    # One extra loss term per H cycle, each with gradient through its own cycle only, on
+    # the ACT model (act_mode "none" always has them).
     intermediate_outputs: bool = False
+    # The per-cycle terms. "differential" (the write-up's): cycle h scores
+    # logits_h - logits_(h-1).detach() (logits_0 = 0), summed over labelled tokens, not
+    # divided by their count. "absolute": cycle h scores logits_h itself, normalised per
+    # sequence like the LM loss (so the last term equals it).
+    internal_losses: InternalLosses = attrs.field(
+        default="differential", validator=v.in_(("differential", "absolute"))
+    )
 
     def __attrs_post_init__(self) -> None:
+        if self.q_continue and self.act_mode == "none":
+            raise ValueError("q_continue needs a Q head: act_mode 'none' has none")
         if self.mlp_t:
             if self.pos_encodings == "rope":
                 raise ValueError(
@@ -92,6 +110,16 @@ class TRMConfig:
             )
         if self.pos_encodings == "rope" and self.head_dim % 2:
             raise ValueError(f"rope needs an even head dimension, got {self.head_dim}")
+
+    @property
+    def has_q_head(self) -> bool:
+        """Whether the model has a Q head and a halting loss (act_mode "act" or "fixed")."""
+        return self.act_mode != "none"
+
+    @property
+    def cycle_outputs(self) -> bool:
+        """Whether every H cycle is read out (with gradient) and gives an internal loss."""
+        return self.act_mode == "none" or self.intermediate_outputs
 
     @property
     def head_dim(self) -> int:

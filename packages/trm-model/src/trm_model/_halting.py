@@ -13,7 +13,7 @@ def adaptive_halting(config: TRMConfig, training: bool) -> bool:
 
     Evaluation always runs every step, so that a batch halts together.
     """
-    return training and config.act and config.halt_max_steps > 1
+    return training and config.act_mode == "act" and config.halt_max_steps > 1
 
 
 def next_halted(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +31,10 @@ def loss_head(
     """The step's loss terms, metrics and predicted tokens.
 
     ``cycle_logits`` (one per H cycle, the last being ``logits``) give the ``internal``
-    terms. With ``prev_logits`` (differential loss) the losses score
-    ``logits - prev_logits``; predictions, exactness and the halting target always come
-    from ``logits`` itself.
+    terms (see ``TRMConfig.internal_losses``). With ``prev_logits`` (differential loss
+    across supervision steps) the LM loss scores ``logits - prev_logits``; predictions,
+    exactness and the halting target always come from ``logits`` itself. Without a Q head
+    (act_mode "none") there is no halting loss: ``halt`` is None.
     """
     cross_entropy = _CROSS_ENTROPIES[config.loss]
     valid = labels != IGNORE_LABEL_ID
@@ -47,7 +48,10 @@ def loss_head(
     lm = per_token(logits)
     internal = None
     if cycle_logits is not None:
-        internal = (*(per_token(c) for c in cycle_logits[:-1]), lm)
+        if config.internal_losses == "absolute":
+            internal = (*(per_token(c) for c in cycle_logits[:-1]), lm)
+        else:
+            internal = _differential_internal(cross_entropy, cycle_logits, labels)
 
     with torch.no_grad():
         preds = logits.argmax(-1)
@@ -55,13 +59,16 @@ def loss_head(
         exact = correct.sum(-1) == counts
         token_accuracy = correct.sum(-1).float() / divisor
 
-    halt = F.binary_cross_entropy_with_logits(q_halt, exact.to(q_halt.dtype), reduction="none")
-    if q_continue_target is not None:
-        halt = halt + F.binary_cross_entropy_with_logits(
-            q_continue, q_continue_target, reduction="none"
-        )
+    halt = None
+    if config.has_q_head:
+        halt = F.binary_cross_entropy_with_logits(q_halt, exact.to(q_halt.dtype), reduction="none")
+        if q_continue_target is not None:
+            halt = halt + F.binary_cross_entropy_with_logits(
+                q_continue, q_continue_target, reduction="none"
+            )
+        halt = config.halt_loss_weight * halt
     mask = counts > 0
-    losses = StepLosses(lm=lm, halt=config.halt_loss_weight * halt, internal=internal, mask=mask)
+    losses = StepLosses(lm=lm, halt=halt, internal=internal, mask=mask)
     metrics = StepMetrics(
         counted=halted & mask,
         token_accuracy=token_accuracy,
@@ -70,3 +77,19 @@ def loss_head(
         steps=steps,
     )
     return losses, metrics, preds
+
+
+def _differential_internal(
+    cross_entropy: Callable[[Tensor, Tensor], Tensor],
+    cycle_logits: Sequence[Tensor],
+    labels: Tensor,
+) -> tuple[Tensor, ...]:
+    """Cycle h scores what it adds to the previous cycle's (detached) logits, logits_0 = 0:
+    the write-up's refinement losses. Summed over labelled tokens, not normalised."""
+    terms = []
+    previous: Tensor | None = None
+    for logits in cycle_logits:
+        scored = logits if previous is None else logits - previous.detach()
+        terms.append(cross_entropy(scored, labels))
+        previous = logits
+    return tuple(terms)

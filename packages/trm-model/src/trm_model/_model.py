@@ -43,6 +43,7 @@ class TRM(nn.Module):
 
     H_init: Tensor
     L_init: Tensor
+    output_logits_init: Tensor | None
     puzzle_emb: Tensor | None
     rope_cos: Tensor | None
     rope_sin: Tensor | None
@@ -61,11 +62,15 @@ class TRM(nn.Module):
             )
             self.net = BlockStack(config)
             self.lm_head = CastedLinear(hidden, config.vocab_size, bias=False)
-            self.q_head = CastedLinear(hidden, 2, bias=True)
+            self.q_head = CastedLinear(hidden, 2, bias=True) if config.has_q_head else None
         device = generator.device
         self.to_empty(device=device)
         self.register_buffer("H_init", torch.empty(hidden, device=device))
         self.register_buffer("L_init", torch.empty(hidden, device=device))
+        self.register_buffer(
+            "output_logits_init",
+            None if config.has_q_head else torch.empty(config.vocab_size, device=device),
+        )
         self.register_buffer(
             "puzzle_emb",
             torch.empty(config.num_puzzle_identifiers, hidden, device=device)
@@ -86,7 +91,8 @@ class TRM(nn.Module):
 
         Linears: truncated normal, std 1/sqrt(fan_in); token (and learned position)
         embeddings: std 1/sqrt(hidden); Q head: zero weight, bias -5 (halt rarely at
-        first); initial states: truncated normal, std 1; puzzle embeddings: zero.
+        first); initial states and ``output_logits_init``: truncated normal, std 1;
+        puzzle embeddings: zero.
         """
         for module in self.modules():
             if isinstance(module, CastedLinear):
@@ -97,10 +103,13 @@ class TRM(nn.Module):
             trunc_normal_(self.embed_pos.weight, std=embed_std, generator=generator)
         trunc_normal_(self.H_init, std=1.0, generator=generator)
         trunc_normal_(self.L_init, std=1.0, generator=generator)
+        if self.output_logits_init is not None:
+            trunc_normal_(self.output_logits_init, std=1.0, generator=generator)
         with torch.no_grad():
-            self.q_head.weight.zero_()
-            assert self.q_head.bias is not None
-            self.q_head.bias.fill_(-5.0)
+            if self.q_head is not None:
+                self.q_head.weight.zero_()
+                assert self.q_head.bias is not None
+                self.q_head.bias.fill_(-5.0)
             if self.puzzle_emb is not None:
                 self.puzzle_emb.zero_()
 
@@ -129,10 +138,13 @@ class TRM(nn.Module):
         )
 
     def refill(self, carry: Carry, batch: Batch) -> Carry:
-        """Give each halted slot the sample of ``batch`` in its row, fresh states, step 0."""
+        """Give each halted slot the sample of ``batch`` in its row, fresh states, step 0
+        and, for the differential loss, the fresh previous logits (``output_logits_init``
+        in act_mode "none", else 0)."""
         halted = carry.halted
         rows = halted.view(-1, 1, 1)
         dtype = self.config.dtype
+        fresh_logits = 0.0 if self.output_logits_init is None else self.output_logits_init.to(dtype)
         return Carry(
             z_H=torch.where(rows, self.H_init.to(dtype), carry.z_H),
             z_L=torch.where(rows, self.L_init.to(dtype), carry.z_L),
@@ -140,7 +152,9 @@ class TRM(nn.Module):
             halted=torch.zeros_like(halted),
             batch=carry.batch.replace_rows(halted, batch),
             prev_logits=(
-                None if carry.prev_logits is None else torch.where(rows, 0.0, carry.prev_logits)
+                None
+                if carry.prev_logits is None
+                else torch.where(rows, fresh_logits, carry.prev_logits)
             ),
         )
 
@@ -182,6 +196,10 @@ class TRM(nn.Module):
         return logits
 
     def _q(self, z_H: Tensor) -> tuple[Tensor, Tensor]:
+        if self.q_head is None:
+            # No Q head: 0 for every sample, so that votes rank by count alone.
+            zeros = z_H.new_zeros(z_H.shape[0], dtype=torch.float32)
+            return zeros, zeros
         q: Tensor = self.q_head(z_H[:, 0])
         q_halt, q_continue = q.float().unbind(-1)
         return q_halt, q_continue
@@ -213,7 +231,7 @@ class TRM(nn.Module):
         x = self._input_embeddings(carry.batch, puzzle_rows)
         z_H, z_L = carry.z_H, carry.z_L
         cycle_logits: list[Tensor] | None = None
-        if cfg.intermediate_outputs:
+        if cfg.cycle_outputs:
             # Every cycle is read out, with gradient through that cycle alone.
             cycle_logits = []
             for _ in range(cfg.H_cycles):

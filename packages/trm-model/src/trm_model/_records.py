@@ -62,17 +62,22 @@ class StepLosses:
 
     Structurally a ``jd_splits.LossTerms``. ``lm``: ``[B, seq_len]`` per-token losses,
     each divided by its sequence's number of labelled tokens (unlabelled tokens are 0);
-    ``halt``: ``[B]`` halting losses, already weighted by ``halt_loss_weight``;
-    ``internal``: one ``[B, seq_len]`` term per H cycle (``intermediate_outputs``), the
-    last equal to ``lm``; ``mask``: ``[B]`` bool, the slot has at least one label.
-    ``lm.sum() + halt.sum()`` is the reference TRM loss of the step, before its division
-    by the global batch size.
+    ``halt``: ``[B]`` halting losses, already weighted by ``halt_loss_weight`` (None
+    without a Q head, act_mode "none"); ``internal``: one ``[B, seq_len]`` term per H
+    cycle (``TRMConfig.cycle_outputs``, see ``TRMConfig.internal_losses``), else None;
+    ``mask``: ``[B]`` bool, the slot has at least one label. ``lm.sum() + halt.sum()`` is
+    the reference TRM loss of the step, before its division by the global batch size.
     """
 
     lm: Tensor
-    halt: Tensor
+    halt: Tensor | None
     internal: tuple[Tensor, ...] | None
     mask: Tensor
+
+    def total(self) -> Tensor:
+        """``lm.sum() + halt.sum()`` (the halting part only where there is one)."""
+        lm = self.lm.sum()
+        return lm if self.halt is None else lm + self.halt.sum()
 
 
 @dataclass(frozen=True)
