@@ -76,7 +76,7 @@ def main() -> None:
         assert model.puzzle_emb is not None
         rows = model.puzzle_emb[carry.batch.puzzle_identifiers].requires_grad_()
         out = step(carry, rows, generator=generator)
-        torch.autograd.backward(out.losses.lm.sum() + out.losses.halt.sum())
+        torch.autograd.backward(out.losses.total())
         elapsed = time.perf_counter() - start
         model.zero_grad(set_to_none=True)
         carry = out.carry

@@ -107,10 +107,10 @@ def fresh_run_dir(run_dir: Path) -> None:
 
 def quickstart_config(store: Path, *, steps: int, batch_size: int, seed: int) -> TrainConfig:
     meta = arc_data.open_store(store).metadata
-    config = tiny(meta.num_puzzle_identifiers, meta.seq_len, store)
+    config = tiny(meta.num_puzzle_identifiers, meta.seq_len, store, "iwrm_q_halt_in")
     return attrs.evolve(
         config,
-        objective=attrs.evolve(config.objective, split="iwrm_q_halt_in", aggregator="upgrad"),
+        objective=attrs.evolve(config.objective, aggregator="upgrad"),
         data=attrs.evolve(config.data, global_batch_size=batch_size),
         loop=attrs.evolve(
             config.loop, steps=steps, eval_every=steps, checkpoint_every=steps, seed=seed

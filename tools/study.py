@@ -62,13 +62,10 @@ def study_config(
     store: Path, split: str, *, seed: int, steps: int, batch_size: int, groups: int
 ) -> TrainConfig:
     meta = arc_data.open_store(store).metadata
-    config = tiny(meta.num_puzzle_identifiers, meta.seq_len, store)
-    objective = attrs.evolve(
-        config.objective, split=split, groups=groups if "pixelwise" in split else None
-    )
+    config = tiny(meta.num_puzzle_identifiers, meta.seq_len, store, split)
+    objective = attrs.evolve(config.objective, groups=groups if "pixelwise" in split else None)
     return attrs.evolve(
         config,
-        model=attrs.evolve(config.model, intermediate_outputs=objective.uses_internal_losses),
         objective=objective,
         data=attrs.evolve(config.data, global_batch_size=batch_size),
         loop=attrs.evolve(

@@ -78,5 +78,5 @@ def test_one_jd_step_from_store_batches(store: arc_data.ArcStore, split_name: st
     assert rows.grad is not None and rows.grad.abs().sum() > 0
 
     # The loss terms sum to the scalar loss the sum split descends.
-    total = out.losses.lm.sum() + out.losses.halt.sum()
+    total = out.losses.total()
     torch.testing.assert_close(jd_splits.get_split("sum")([out.losses]).sum(), total)

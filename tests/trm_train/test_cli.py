@@ -6,11 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import arc_data
 from jd_splits import SPLIT_NAMES
-from trm_train import list_checkpoints, read_metrics, read_run_config
+from trm_train import list_checkpoints, load_checkpoint, read_metrics, read_run_config
 from trm_train._cli import main
 
 
@@ -57,7 +58,12 @@ def test_a_short_stack_internal_run_writes_checkpoints_and_metrics(
     assert len(read_metrics(tmp_path / "run")) == 3
     config = read_run_config(tmp_path / "run")
     assert config.objective.split == "stack_internal_and_sum"
-    assert config.model.intermediate_outputs and config.data.global_batch_size == 4
+    # The write-up's refinement split: the no-ACT model, differential losses, w = 1e-4.
+    assert config.model.act_mode == "none" and config.model.cycle_outputs
+    assert config.model.internal_losses == "differential"
+    assert config.objective.intermediate_weight == 1e-4 and config.data.global_batch_size == 4
+    metrics = read_metrics(tmp_path / "run")
+    assert "train/q_halt_accuracy" not in metrics[-1] and metrics[-1]["train/halt_loss"] == 0
 
 
 def test_epochs_become_steps(store_path: Path, tmp_path: Path) -> None:
@@ -126,6 +132,60 @@ def test_split_spellings_select_the_same_mode(store_path: Path, tmp_path: Path) 
     assert code == 0, output
     config = read_run_config(tmp_path / "run")
     assert config.objective.split == "stack_supervisions" and config.objective.stacks_supervisions
-    assert (
-        read_metrics(tmp_path / "run")[0]["jd/num_objectives"] == config.objective.supervision_steps
+    # T = halt_max_steps unrolled steps on the no-ACT model, with the write-up's carry noise.
+    assert config.model.act_mode == "none" and config.model.halt_max_steps == 4
+    assert config.model.carry_perturbation == 0.001
+    assert read_metrics(tmp_path / "run")[0]["jd/num_objectives"] == 4
+
+
+def test_fine_tuning_starts_from_a_checkpoint_trained_on_other_puzzles(
+    store_path: Path, transform_store: Callable[..., Path], tmp_path: Path
+) -> None:
+    source = str(tmp_path / "source")
+    code, output = run(
+        "--data", str(store_path), "--steps", "2", "--batch-size", "4", "--out", source
     )
+    assert code == 0, output
+    _, source_state = load_checkpoint(Path(source))
+    other = transform_store(
+        tasks=3, shape=(2, 3), transform="transpose", seed=5, num_aug=1, held_out=True
+    )
+    rows_before = source_state["model"]["puzzle_emb"].shape[0]
+    rows_after = arc_data.open_store(other).metadata.num_puzzle_identifiers
+    assert rows_before != rows_after
+    # Frozen weights: the network must come out exactly as loaded.
+    target = tmp_path / "target"
+    code, output = run(
+        "--data", str(other), "--init-from", source, "--freeze-weights", "--steps", "1",
+        "--batch-size", "4", "--out", str(target),
+    )  # fmt: skip
+    assert code == 0, output
+    assert f"has {rows_before} rows, the model's {rows_after}" in " ".join(output.split())
+    _, state = load_checkpoint(target)
+    for key, value in source_state["model"].items():
+        if key != "puzzle_emb":
+            assert torch.equal(state["model"][key], value), key
+    # Row 0, the blank puzzle, is never trained: it keeps the source table's mean row.
+    mean_row = source_state["model"]["puzzle_emb"].float().mean(0)
+    torch.testing.assert_close(state["model"]["puzzle_emb"][0], mean_row)
+    assert read_run_config(target).init_from == Path(source)
+
+
+def test_fine_tuning_an_act_checkpoint_into_the_no_act_model_drops_the_q_head(
+    store_path: Path, tmp_path: Path
+) -> None:
+    source = str(tmp_path / "source")
+    assert (
+        run("--data", str(store_path), "--steps", "1", "--batch-size", "4", "--out", source)[0] == 0
+    )
+    code, output = run(
+        "--data", str(store_path), "--split", "stack_internal_losses", "--init-from", source,
+        "--steps", "1", "--batch-size", "4", "--out", str(tmp_path / "target"),
+    )  # fmt: skip
+    assert code == 0, output
+    assert "q_head" in output
+    code, output = run(
+        "--data", str(store_path), "--init-from", str(tmp_path / "nothing.pt"),
+        "--steps", "1", "--out", str(tmp_path / "bad"),
+    )  # fmt: skip
+    assert code == 2 and "nothing.pt" in output

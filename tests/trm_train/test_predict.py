@@ -59,6 +59,7 @@ def _model(store: arc_data.ArcStore) -> trm_model.TRM:
         trm_model.tiny(store.metadata.num_puzzle_identifiers), generator=generator
     )
     with torch.no_grad():
+        assert model.q_head is not None
         model.q_head.weight.normal_(generator=generator)
         assert model.puzzle_emb is not None
         model.puzzle_emb.normal_(generator=generator)

@@ -21,6 +21,7 @@ from ._distributed import Distributed, init_distributed
 from ._ema import ParameterEMA
 from ._eval_files import write_eval_files
 from ._failure_weights import FailureWeights
+from ._init_from import load_initial_weights
 from ._loop import TrainingError, TrainSummary, train
 from ._metrics_log import LoggingConfig, read_metrics
 from ._plot import line_chart
@@ -64,6 +65,7 @@ __all__ = [
     "line_chart",
     "list_checkpoints",
     "load_checkpoint",
+    "load_initial_weights",
     "load_trained_model",
     "make_adam_atan2",
     "predict",

@@ -38,7 +38,8 @@ _MODEL_FIELDS = {
     "h_cycles": "H_cycles",
     "l_cycles": "L_cycles",
     "halt_max_steps": "halt_max_steps",
-    "no_act": "act",
+    "act_mode": "act_mode",
+    "internal_losses": "internal_losses",
     "dropout": "dropout",
     "differential_loss": "differential_loss",
     "carry_perturbation": "carry_perturbation",
@@ -62,7 +63,10 @@ _MODEL_FIELDS = {
     type=click.Choice(sorted(RECIPES)),
     default="tiny",
     show_default=True,
-    help="arc2: the published ARC-AGI-2 setup (GPUs); tiny: a CPU-sized model.",
+    help="arc2: the published ARC-AGI-2 setup (GPUs); seed: the research write-up's runs "
+    "(arc2 with dropout 0.1, failure-weighted sampling, no EMA; H 3 / L 6 for stack_*); "
+    "tiny: a CPU-sized model. Every recipe runs the stack_* splits on the no-ACT model "
+    "(T = 4 unrolled steps with carry noise 0.001 for stack_supervisions*).",
 )
 @click.option(
     "--split",
@@ -97,13 +101,22 @@ _MODEL_FIELDS = {
     "--intermediate-weight",
     type=click.FloatRange(min=0),
     default=None,
-    help="Weight w of the internal refinement losses (stack_internal* splits).",
+    help="Weight w of the internal refinement losses (stack_internal* splits) "
+    "[default: 1e-4, the write-up's].",
 )
 @click.option(
-    "--supervision-steps",
-    type=click.IntRange(min=1),
+    "--internal-losses",
+    type=click.Choice(["differential", "absolute"]),
     default=None,
-    help="Supervision steps unrolled per optimizer step (stack_supervisions*).",
+    help="Refinement losses: differential (cycle h scores logits_h - logits_(h-1), the "
+    "write-up's, default) or absolute (each cycle's own loss, normalised like the LM loss).",
+)
+@click.option(
+    "--jacobian-covers",
+    type=click.Choice(["all", "parameters"]),
+    default=None,
+    help="all: the batch's puzzle-embedding rows enter the Jacobian and UPGrad's weights "
+    "(the write-up's, default); parameters: the network weights only.",
 )
 @click.option("--hidden-size", type=click.IntRange(min=1), default=None, help="Model width.")
 @click.option("--num-heads", type=click.IntRange(min=1), default=None, help="Attention heads.")
@@ -132,13 +145,16 @@ _MODEL_FIELDS = {
     "--halt-max-steps",
     type=click.IntRange(min=1),
     default=None,
-    help="Most supervision steps per sample (ACT).",
+    help="Most supervision steps per sample (ACT); exactly this many without ACT; the "
+    "steps T unrolled by stack_supervisions*.",
 )
 @click.option(
-    "--no-act",
-    is_flag=True,
+    "--act-mode",
+    type=click.Choice(["act", "fixed", "none"]),
     default=None,
-    help="Run exactly --halt-max-steps supervision steps (no learned halting).",
+    help="act: learned halting (TRM); fixed: Q head kept, exactly --halt-max-steps steps; "
+    "none: the write-up's no-ACT model (no Q head or halting loss, every H cycle read out "
+    "with gradient) [default: none for stack_* splits, else act].",
 )
 @click.option(
     "--batch-size",
@@ -190,6 +206,14 @@ _MODEL_FIELDS = {
 )
 @click.option(
     "--freeze-weights", is_flag=True, default=None, help="Train the puzzle embeddings only."
+)
+@click.option(
+    "--init-from",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Fine-tune: start from this checkpoint's weights (a reference TRM checkpoint, "
+    "model.inner.* keys; one of ours; or a run directory), optimizers fresh. A puzzle table "
+    "of another size becomes its mean row everywhere; a Q head is dropped for --act-mode none.",
 )
 @click.option("--seed", type=int, default=None, help="Seed of every random draw.")
 @click.option(
@@ -298,28 +322,24 @@ def _config_from_options(options: dict[str, Any], given: set[str]) -> tuple[Trai
         raise ValueError("give --steps or --epochs, not both")
     store = arc_data.open_store(options["data"])
     meta = store.metadata
-    config = RECIPES[options["recipe"]](meta.num_puzzle_identifiers, meta.seq_len, options["data"])
+    config = RECIPES[options["recipe"]](
+        meta.num_puzzle_identifiers, meta.seq_len, options["data"], options["split"]
+    )
     model = attrs.evolve(
-        config.model,
-        **_given(
-            **{
-                field: (not options[name]) if name == "no_act" and options[name] else options[name]
-                for name, field in _MODEL_FIELDS.items()
-            },
-        ),
+        config.model, **_given(**{field: options[name] for name, field in _MODEL_FIELDS.items()})
     )
     objective = attrs.evolve(
         config.objective,
         **_given(
-            split=options["split"],
             aggregator=options["aggregator"],
             engine=options["engine"],
             groups=options["groups"],
             intermediate_weight=options["intermediate_weight"],
-            supervision_steps=options["supervision_steps"],
+            jacobian_covers=options["jacobian_covers"],
         ),
     )
-    if objective.uses_internal_losses:
+    if objective.uses_internal_losses and not model.cycle_outputs:
+        # The ACT model reads every cycle out only when asked to.
         model = attrs.evolve(model, intermediate_outputs=True)
     data = attrs.evolve(
         config.data,
@@ -353,7 +373,13 @@ def _config_from_options(options: dict[str, Any], given: set[str]) -> tuple[Trai
         config.logging, **_given(wandb=options["wandb"], wandb_project=options["wandb_project"])
     )
     config = TrainConfig(
-        model=model, optim=optim, objective=objective, data=data, loop=loop, logging=logging
+        model=model,
+        optim=optim,
+        objective=objective,
+        data=data,
+        loop=loop,
+        logging=logging,
+        init_from=options["init_from"],
     )
     run_dir = options["out"] or Path("runs") / f"{objective.split}-seed{loop.seed}"
     return config, run_dir

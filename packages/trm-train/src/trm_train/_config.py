@@ -1,8 +1,9 @@
 """The training configuration: one frozen record per component, and the recipes.
 
 A recipe is a function of the store's shape (puzzle-identifier count and sequence
-length, which the model's embedding table and canvas must match) returning a full
-`TrainConfig`; the CLI then applies its overrides with `attrs.evolve`.
+length, which the model's embedding table and canvas must match) and of the split
+returning a full `TrainConfig`; the CLI then applies its overrides with `attrs.evolve`.
+Every recipe runs the `stack_*` splits as the research write-up did (`split_model`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ from jd_splits import ENGINE_NAMES, SPLIT_NAMES, EngineName, Refinements, get_sp
 from ._metrics_log import LoggingConfig
 
 DeviceName = Literal["auto", "cpu", "cuda"]
+JacobianCovers = Literal["all", "parameters"]
+
+# The write-up limited the unrolled `stack_supervisions*` runs to T = 4 steps (memory).
+_STACKED_SUPERVISION_STEPS = 4
+# Std of the noise added to the states between unrolled steps (the write-up's default).
+_STACKED_CARRY_PERTURBATION = 0.001
 
 
 @attrs.frozen(kw_only=True)
@@ -60,20 +67,24 @@ class ObjectiveConfig:
     aggregator: str = "upgrad"
     engine: EngineName = attrs.field(default="auto", validator=v.in_(ENGINE_NAMES))
     groups: int | None = attrs.field(default=None, validator=v.optional(v.gt(0)))
-    intermediate_weight: float = attrs.field(default=1.0, validator=v.ge(0.0))
-    # Supervision steps unrolled per optimizer step by the `stack_supervisions*` splits.
-    supervision_steps: int = attrs.field(default=4, validator=v.gt(0))
+    # Weight w of the refinement losses (the write-up's `intermediate_loss_weight`).
+    intermediate_weight: float = attrs.field(default=1e-4, validator=v.ge(0.0))
+    # "all": the puzzle-embedding rows of the batch enter the Jacobian (and so UPGrad's
+    # weights) beside the weights, as in the write-up; "parameters": the weights only.
+    jacobian_covers: JacobianCovers = attrs.field(
+        default="all", validator=v.in_(("all", "parameters"))
+    )
 
     @property
     def uses_internal_losses(self) -> bool:
-        """Whether the split reads the per-H-cycle losses (the model must then have
-        `intermediate_outputs` on)."""
+        """Whether the split reads the per-H-cycle losses (the model must then read every
+        cycle out, `TRMConfig.cycle_outputs`)."""
         return get_split(self.split).refinements is not Refinements.FINAL
 
     @property
     def stacks_supervisions(self) -> bool:
-        """Whether each optimizer step unrolls `supervision_steps` steps on a fresh batch
-        (no ACT carry across batches) and keeps all their graphs."""
+        """Whether each optimizer step unrolls `halt_max_steps` supervision steps on a
+        fresh batch (no carry across batches) and keeps all their graphs."""
         return self.split.startswith("stack_supervisions")
 
 
@@ -109,6 +120,16 @@ class TrainConfig:
     data: DataConfig
     loop: LoopConfig
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+    # Fine-tuning: start from this checkpoint's weights (a reference TRM checkpoint, one
+    # of ours or a run directory), optimizers fresh; see `load_initial_weights`.
+    init_from: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+
+    def __attrs_post_init__(self) -> None:
+        if self.objective.uses_internal_losses and not self.model.cycle_outputs:
+            raise ValueError(
+                f"the {self.objective.split} split reads the refinement losses: the model "
+                "needs act_mode 'none' or intermediate_outputs=True"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (paths as strings), for `config.json` and W&B."""
@@ -119,17 +140,40 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        model, objective = dict(values["model"]), dict(values["objective"])
+        # Runs written before act_mode and before T became halt_max_steps.
+        if "act" in model:
+            model["act_mode"] = "act" if model.pop("act") else "fixed"
+        objective.pop("supervision_steps", None)
         return cls(
-            model=trm_model.TRMConfig(**values["model"]),
+            model=trm_model.TRMConfig(**model),
             optim=OptimConfig(**values["optim"]),
-            objective=ObjectiveConfig(**values["objective"]),
+            objective=ObjectiveConfig(**objective),
             data=DataConfig(**values["data"]),
             loop=LoopConfig(**values["loop"]),
             logging=LoggingConfig(**values["logging"]),
+            init_from=values.get("init_from"),
         )
 
 
-def arc2(num_puzzle_identifiers: int, seq_len: int, store: Path) -> TrainConfig:
+def split_model(model: trm_model.TRMConfig, split: str) -> trm_model.TRMConfig:
+    """The model the write-up ran `split` on: the no-ACT variant for every `stack_*`
+    split; for the unrolled `stack_supervisions*` ones at most T = 4 steps and carry
+    noise of std 0.001 between them. Other splits keep `model`."""
+    name = ObjectiveConfig(split=split).split
+    if not name.startswith("stack_"):
+        return model
+    model = attrs.evolve(model, act_mode="none")
+    if name.startswith("stack_supervisions"):
+        model = attrs.evolve(
+            model,
+            halt_max_steps=min(model.halt_max_steps, _STACKED_SUPERVISION_STEPS),
+            carry_perturbation=_STACKED_CARRY_PERTURBATION,
+        )
+    return model
+
+
+def arc2(num_puzzle_identifiers: int, seq_len: int, store: Path, split: str = "sum") -> TrainConfig:
     """The published ARC-AGI-2 setup: TRM-arc (H 3 / L 4, halt max 16), global batch 768,
     lr 1e-4, puzzle-embedding lr 1e-2, weight decay 0.1, betas (0.9, 0.95), warm-up 2000,
     constant rate after, EMA 0.999, bfloat16 forward, 100k epochs' worth of steps."""
@@ -137,26 +181,44 @@ def arc2(num_puzzle_identifiers: int, seq_len: int, store: Path) -> TrainConfig:
         trm_model.arc(num_puzzle_identifiers), seq_len=seq_len, forward_dtype="bfloat16"
     )
     return TrainConfig(
-        model=model,
+        model=split_model(model, split),
         optim=OptimConfig(),
-        objective=ObjectiveConfig(),
+        objective=ObjectiveConfig(split=split),
         data=DataConfig(store=store, global_batch_size=768),
         loop=LoopConfig(steps=700_000, eval_every=10_000, eval_batch_size=768),
     )
 
 
-def tiny(num_puzzle_identifiers: int, seq_len: int, store: Path) -> TrainConfig:
+def seed(num_puzzle_identifiers: int, seq_len: int, store: Path, split: str = "sum") -> TrainConfig:
+    """The write-up's runs (its `pretrain.py` defaults on the paper's ARC setup): `arc2`
+    with dropout 0.1 on each block's output, failure-weighted sampling by the write-up's
+    rule, EMA off, refinement-loss weight 1e-4; the `stack_*` splits on the no-ACT
+    variant of its architecture file (H 3 / L 6, halt max 16; T = 4 for the unrolled
+    `stack_supervisions*` with carry noise 0.001)."""
+    base = arc2(num_puzzle_identifiers, seq_len, store, split)
+    model = attrs.evolve(base.model, dropout=0.1)
+    if base.objective.split.startswith("stack_"):
+        model = attrs.evolve(model, H_cycles=3, L_cycles=6)
+    return attrs.evolve(
+        base,
+        model=model,
+        optim=attrs.evolve(base.optim, ema=False),
+        data=attrs.evolve(base.data, failure_weighted_sampling=True),
+    )
+
+
+def tiny(num_puzzle_identifiers: int, seq_len: int, store: Path, split: str = "sum") -> TrainConfig:
     """A CPU-sized run: trm_model.tiny (hidden 64, H 2 / L 2, halt max 4), batch 32,
     lr 1e-3 after 20 warm-up steps, 200 steps; seconds per step on a laptop core."""
     model = attrs.evolve(trm_model.tiny(num_puzzle_identifiers), seq_len=seq_len)
     return TrainConfig(
-        model=model,
+        model=split_model(model, split),
         optim=OptimConfig(lr=1e-3, warmup_steps=20, ema_decay=0.99, weight_decay=0.1),
-        objective=ObjectiveConfig(),
+        objective=ObjectiveConfig(split=split),
         data=DataConfig(store=store, global_batch_size=32, in_memory=True),
         loop=LoopConfig(steps=200, checkpoint_every=100, eval_batch_size=64),
     )
 
 
-Recipe = Callable[[int, int, Path], TrainConfig]
-RECIPES: dict[str, Recipe] = {"arc2": arc2, "tiny": tiny}
+Recipe = Callable[[int, int, Path, str], TrainConfig]
+RECIPES: dict[str, Recipe] = {"arc2": arc2, "seed": seed, "tiny": tiny}

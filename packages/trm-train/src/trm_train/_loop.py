@@ -45,7 +45,7 @@ def train(
 ) -> TrainSummary:
     """Train until `config.loop.steps` optimizer steps, from scratch or from the run's
     latest checkpoint (`resume`). Every rank calls this with the same arguments."""
-    trainer = build_trainer(config, runtime)
+    trainer = build_trainer(config, runtime, resume=resume)
     if resume:
         _resume(trainer, run_dir)
     elif list_checkpoints(run_dir):

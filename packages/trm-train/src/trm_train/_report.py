@@ -209,7 +209,8 @@ def _configuration(config: TrainConfig, rows: list[dict[str, Any]]) -> str:
             "model",
             f"hidden {model.hidden_size}, heads {model.num_heads}, L_layers {model.L_layers}, "
             f"H_cycles {model.H_cycles}, L_cycles {model.L_cycles}, "
-            f"halt max steps {model.halt_max_steps}, {model.forward_dtype}",
+            f"act mode {model.act_mode}, halt max steps {model.halt_max_steps}, "
+            f"{model.forward_dtype}",
         ),
         ("trainable parameters", fmt(_parameter_count(config))),
         ("puzzle embedding table", f"{fmt(model.num_puzzle_identifiers)} x {model.hidden_size}"),

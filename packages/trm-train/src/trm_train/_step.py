@@ -1,10 +1,10 @@
 """One optimizer step: micro-batches through the model, the JD step, both optimizers.
 
-ACT mode (every split but `stack_supervisions*`): the carry persists across batches;
+Carry mode (every split but `stack_supervisions*`): the carry persists across batches;
 each micro-batch refills the halted slots with new samples and runs one supervision
-step. Stacked mode: each micro-batch starts a fresh carry and unrolls
-`supervision_steps` steps, keeping every step's graph, so the split sees one `LossTerms`
-per step.
+step. Stacked mode: each micro-batch starts a fresh carry and unrolls T =
+`halt_max_steps` steps, keeping every step's graph, so the split sees one `LossTerms`
+per step; each step's loss is divided by T (the write-up's mean over steps).
 
 Under DDP each rank runs JD on its own objectives and `JacobianDescent` averages the
 ranks' updates (one all-reduce per micro-batch); the puzzle-embedding rows' gradients
@@ -105,7 +105,10 @@ def train_step(trainer: Trainer) -> dict[str, Any]:
         "train/epoch": trainer.sampler.epoch,
     }
     if totals["count"] > 0:  # no sample finished this step: nothing to score
-        for key in ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps"):
+        scored = ["accuracy", "exact_accuracy", "steps"]
+        if config.model.has_q_head:
+            scored.append("q_halt_accuracy")
+        for key in scored:
             metrics[f"train/{key}"] = totals[key] / totals["count"]
     metrics.update(_mean_diagnostics(diagnostics))
     return metrics
@@ -123,15 +126,16 @@ def _micro_step(
     ids = carry.batch.puzzle_identifiers
     rows = table[ids].detach().clone().requires_grad_()
     local_batch = batch.inputs.shape[0]
+    unrolled = config.model.halt_max_steps if stacked else 1
     with trainer.jd.record():
         outputs = []
-        for _ in range(config.objective.supervision_steps if stacked else 1):
+        for _ in range(unrolled):
             out = trainer.forward(carry, rows, generator=trainer.generator)
             outputs.append(out)
             carry = out.carry
         objectives = trainer.split.objectives([o.losses for o in outputs], step=objective_step)
         diagnostics = trainer.jd.backward(
-            objectives, extra_inputs=[rows], scale=1.0 / (local_batch * accum)
+            objectives, extra_inputs=[rows], scale=1.0 / (local_batch * accum * unrolled)
         )
     if not stacked:
         trainer.carry = carry
@@ -144,8 +148,9 @@ def _micro_step(
 
 
 def _step_sums(outputs: list[trm_model.StepOutput], *, every_slot: bool) -> Tensor:
-    """Loss sums over all unrolled steps; metrics of the last step, over the slots that
-    halted there (ACT, as TRM counts them) or over every labelled slot (stacked)."""
+    """Loss sums, averaged over the unrolled steps; metrics of the last step, over the
+    slots that halted there (carry mode, as TRM counts them) or over every labelled slot
+    (stacked)."""
     final = outputs[-1]
     metrics = final.metrics
     if every_slot:
@@ -160,8 +165,9 @@ def _step_sums(outputs: list[trm_model.StepOutput], *, every_slot: bool) -> Tens
     with torch.no_grad():
         values = [
             final.losses.mask.sum(),
-            sum(o.losses.lm.sum() for o in outputs),
-            sum(o.losses.halt.sum() for o in outputs),
+            sum(o.losses.lm.sum() for o in outputs) / len(outputs),
+            sum(0.0 if o.losses.halt is None else o.losses.halt.sum() for o in outputs)
+            / len(outputs),
             *(totals[key] for key in _SUMS[3:]),
         ]
     device = final.losses.lm.device

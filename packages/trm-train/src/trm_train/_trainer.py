@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -22,6 +23,7 @@ from ._config import TrainConfig
 from ._distributed import Distributed
 from ._ema import ParameterEMA
 from ._failure_weights import FailureWeights
+from ._init_from import load_initial_weights
 from ._schedule import warmup_cosine_scheduler
 
 
@@ -148,11 +150,12 @@ def _carry_from_dict(values: dict[str, Any], device: torch.device) -> trm_model.
     )
 
 
-def build_trainer(config: TrainConfig, runtime: Distributed) -> Trainer:
+def build_trainer(config: TrainConfig, runtime: Distributed, *, resume: bool = False) -> Trainer:
     """Open the store and build the model, the JD step, optimizers, schedule and sampler.
 
-    Every rank builds the same model from the seed; under DDP the wrapper also
-    broadcasts rank 0's weights, so the ranks start identical whatever happens.
+    Every rank builds the same model from the seed, or loads `config.init_from` (unless
+    `resume`: the run's own checkpoint will replace the weights); under DDP the wrapper
+    also broadcasts rank 0's weights, so the ranks start identical whatever happens.
     """
     store = arc_data.open_store(config.data.store, in_memory=config.data.in_memory)
     check_store_matches(config.model, store)
@@ -160,6 +163,10 @@ def build_trainer(config: TrainConfig, runtime: Distributed) -> Trainer:
     torch.manual_seed(derive_seed(config.loop.seed, _TRAIN_STREAM, runtime.rank, 1))
     init = torch.Generator(device).manual_seed(derive_seed(config.loop.seed, _INIT_STREAM))
     model = trm_model.TRM(config.model, generator=init)
+    if config.init_from is not None and not resume:
+        for warning in load_initial_weights(model, config.init_from):
+            if runtime.is_main:
+                print(f"warning: {warning}", file=sys.stderr)
 
     wrapped: nn.Module = model
     if runtime.enabled:
