@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -177,3 +178,17 @@ def test_two_ranks_gather_the_single_process_predictions(
         saved = np.load(tmp_path / f"rank{rank}.npz")
         # Every rank returns the complete, sorted predictions.
         _assert_same(Predictions(saved["example_indices"], saved["tokens"], saved["q_halt"]), want)
+
+
+def test_a_no_act_model_predicts_after_exactly_halt_max_steps(store: arc_data.ArcStore) -> None:
+    config = attrs.evolve(
+        trm_model.tiny(store.metadata.num_puzzle_identifiers), act_mode="none", halt_max_steps=3
+    )
+    model = trm_model.TRM(config, generator=torch.Generator().manual_seed(1))
+    calls: list[int] = []
+    model.lm_head.register_forward_hook(lambda *_: calls.append(1))
+    got = predict(model, store, batch_size=8, device=CPU)
+    # 2 batches x 3 supervision steps x one readout per H cycle.
+    assert len(calls) == 2 * 3 * config.H_cycles
+    _assert_same(got, _by_hand(model, store, 3))
+    assert not got.q_halt.any()  # no Q head: every vote has the same confidence
