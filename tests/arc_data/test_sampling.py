@@ -3,9 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
-from arc_data import IGNORE_LABEL, TrainSampler, iter_test_batches, open_store
+from arc_data import IGNORE_LABEL, Split, TrainSampler, iter_test_batches, open_store
 
 
 def test_train_batches_follow_the_group_rule(arc2_eval_store: Path) -> None:
@@ -116,6 +117,100 @@ def test_weights_steer_version_choice(arc2_eval_store: Path) -> None:
     for batch in sampler.plan_epoch(1, weights):
         groups = np.searchsorted(split.group_offsets, split.puzzle_of(batch), side="right") - 1
         assert set(groups.tolist()) == {3}
+
+
+def _drawn_puzzles(split: Split, batch: npt.NDArray[np.int64]) -> list[int]:
+    """One entry per version drawn: a batch is a run of blocks, one per drawn puzzle."""
+    puzzles = split.puzzle_of(batch)
+    return [int(block[0]) for block in np.split(puzzles, np.flatnonzero(np.diff(puzzles)) + 1)]
+
+
+def test_shuffled_groups_keep_every_group_and_weight_only_the_version(
+    arc2_eval_store: Path,
+) -> None:
+    store = open_store(arc2_eval_store)
+    split = store.train
+    firsts = split.group_offsets[:-1]
+    # Version 0 weighs 3, version 1 weighs 1, the other versions 0; group 5 weighs 0 all
+    # through, which would keep it out of a weighted group draw.
+    weights = np.zeros(store.metadata.num_puzzle_identifiers)
+    weights[split.puzzle_identifiers[firsts]] = 3.0
+    weights[split.puzzle_identifiers[firsts + 1]] = 1.0
+    weights[split.puzzle_identifiers[split.group_offsets[5] : split.group_offsets[6]]] = 0.0
+    sampler = TrainSampler(split, 50, seed=0, weights=weights, weight_groups=False)
+    versions: list[int] = []
+    group_five = 0
+    for epoch in range(40):
+        drawn = [
+            p for batch in sampler.plan_epoch(epoch, weights) for p in _drawn_puzzles(split, batch)
+        ]
+        groups = np.searchsorted(split.group_offsets, drawn, side="right") - 1
+        # A shuffle: no group twice, and only the groups of the dropped tail are missing:
+        # fewer than 50 examples, and every puzzle here has at least 2, so at most 24.
+        assert len(set(groups.tolist())) == len(groups)
+        assert len(groups) >= split.num_groups - 24
+        for group, puzzle in zip(groups.tolist(), drawn, strict=True):
+            if group == 5:
+                group_five += 1
+            else:
+                versions.append(puzzle - int(firsts[group]))
+    # Group 5 (all weights 0) is drawn like any other: once per epoch unless in the tail
+    # (40 times out of 40 with this seed), its version uniformly.
+    assert group_five >= 30
+    # Weight 0 versions never; versions 0 and 1 in the ratio 3 : 1, a share of 0.75 for
+    # version 0 (0.742 over the 4684 draws of this seed; the standard error is 0.006).
+    assert set(versions) == {0, 1}
+    assert abs(versions.count(0) / len(versions) - 0.75) < 0.02
+
+
+def test_weighted_groups_leave_out_groups_of_weight_zero(arc2_eval_store: Path) -> None:
+    store = open_store(arc2_eval_store)
+    split = store.train
+    weights = np.ones(store.metadata.num_puzzle_identifiers)
+    weights[split.puzzle_identifiers[split.group_offsets[5] : split.group_offsets[6]]] = 0.0
+    sampler = TrainSampler(split, 50, seed=0, weights=weights)
+    for epoch in range(5):
+        for batch in sampler.plan_epoch(epoch, weights):
+            groups = np.searchsorted(split.group_offsets, split.puzzle_of(batch), side="right") - 1
+            assert 5 not in groups.tolist()
+
+
+@pytest.mark.parametrize("weight_groups", [True, False])
+def test_weighted_sampling_resumes_exactly(arc2_eval_store: Path, weight_groups: bool) -> None:
+    store = open_store(arc2_eval_store)
+    split = store.train
+    count = store.metadata.num_puzzle_identifiers
+    first = np.linspace(0.1, 1.0, count)
+    second = first[::-1].copy()
+
+    def run(sampler: TrainSampler, steps: int, start: int) -> list[npt.NDArray[np.int64]]:
+        out = []
+        for step in range(start, start + steps):
+            if step == 3:  # new weights mid-epoch: they apply from the next epoch
+                sampler.set_weights(second)
+            out.append(next(sampler).example_indices)
+        return out
+
+    def make() -> TrainSampler:
+        return TrainSampler(split, 40, seed=4, weights=first, weight_groups=weight_groups)
+
+    per_epoch = make().batches_in_epoch()
+    total = per_epoch + 5
+    straight = run(make(), total, 0)
+    interrupted = make()
+    head = run(interrupted, 5, 0)
+    resumed = make()
+    resumed.load_state_dict(interrupted.state_dict())
+    tail = run(resumed, total - 5, 5)
+    for a, b in zip(straight, head + tail, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Epoch 0 kept the weights it began with; epoch 1 follows the new ones.
+    np.testing.assert_array_equal(straight[0], make().plan_epoch(0, first)[0])
+    np.testing.assert_array_equal(straight[per_epoch], make().plan_epoch(1, second)[0])
+    with pytest.raises(ValueError, match=f"weight_groups={weight_groups}"):
+        TrainSampler(split, 40, seed=4, weight_groups=not weight_groups).load_state_dict(
+            interrupted.state_dict()
+        )
 
 
 def test_bad_sampler_arguments(arc2_eval_store: Path) -> None:

@@ -1,15 +1,14 @@
-"""AdamATan2 against its formula, the warm-up/cosine schedule, the EMA, failure weights."""
+"""AdamATan2 against its formula, the warm-up/cosine schedule, the EMA."""
 
 from __future__ import annotations
 
 import functools
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from trm_train import AdamATan2, FailureWeights, ParameterEMA, warmup_cosine
+from trm_train import AdamATan2, ParameterEMA, warmup_cosine
 from trm_train._schedule import warmup_cosine_scheduler
 
 
@@ -99,15 +98,3 @@ def test_ema_tracks_and_swaps_parameters() -> None:
     with ema.applied():
         torch.testing.assert_close(model.weight.detach(), torch.tensor([[2.0, 3.0]]))
     torch.testing.assert_close(model.weight.detach(), torch.tensor([[3.0, 4.0]]))
-
-
-def test_failure_weights_follow_the_last_outcome() -> None:
-    weights = FailureWeights(5, solved_weight=0.25)
-    weights.update(np.array([1, 2, 3]), np.array([True, False, True]))
-    weights.update(np.array([3]), np.array([False]))
-    np.testing.assert_array_equal(weights.weights, [1.0, 0.25, 1.0, 1.0, 1.0])
-    restored = FailureWeights(5)
-    restored.load_state_dict(weights.state_dict())
-    np.testing.assert_array_equal(restored.weights, weights.weights)
-    with pytest.raises(ValueError, match="5 puzzle identifiers"):
-        FailureWeights(4).load_state_dict(weights.state_dict())

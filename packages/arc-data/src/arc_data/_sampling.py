@@ -4,7 +4,8 @@ Training, per epoch: shuffle the groups (one group = one original task with all 
 versions); for each group pick one version at random and add its examples in random
 order until the global batch is full (a puzzle that does not fit is cut); drop the last
 incomplete batch. In DDP each rank takes its contiguous slice of every global batch, so
-all ranks must build the sampler with the same seed.
+all ranks must build the sampler with the same seed. Sampling weights (failure-weighted
+sampling) bias the picks: see `TrainSampler`.
 """
 
 from __future__ import annotations
@@ -67,10 +68,12 @@ class TrainSampler:
     position (`state_dict`: epoch and batch within it) is enough to resume exactly.
 
     `weights` (one non-negative float per puzzle identifier) switches on failure-weighted
-    sampling: each epoch then draws as many groups as there are, with replacement and in
-    proportion to the mean weight of their versions, and picks the version within a
-    group in proportion to its weight. New weights (`set_weights`) apply from the next
-    epoch on.
+    sampling: the version within a group is picked in proportion to its weight (uniformly
+    if all its versions weigh 0). With `weight_groups` (the default) the weights choose
+    the groups too: each epoch draws as many groups as there are, with replacement and in
+    proportion to the mean weight of their versions. Without it every group comes once
+    per epoch in shuffled order, as in the write-up's code. New weights (`set_weights`)
+    apply from the next epoch on.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class TrainSampler:
         rank: int = 0,
         world_size: int = 1,
         weights: npt.NDArray[np.floating[Any]] | None = None,
+        weight_groups: bool = True,
     ) -> None:
         if global_batch_size <= 0:
             raise ValueError(f"global batch size must be positive, got {global_batch_size}")
@@ -99,6 +103,7 @@ class TrainSampler:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.weight_groups = weight_groups
         self._next_weights = None if weights is None else self._checked(weights)
         self._epoch = 0
         self._batch = 0
@@ -120,6 +125,7 @@ class TrainSampler:
             "batch": self._batch,
             "seed": self.seed,
             "global_batch_size": self.global_batch_size,
+            "weight_groups": self.weight_groups,
             "plan_weights": self._plan_weights,
             "next_weights": self._next_weights,
         }
@@ -130,6 +136,13 @@ class TrainSampler:
                 f"sampler state is for seed {state['seed']} and global batch "
                 f"{state['global_batch_size']}, this sampler has seed {self.seed} and "
                 f"global batch {self.global_batch_size}"
+            )
+        # States saved before the option existed always weighted the groups.
+        weight_groups = bool(state.get("weight_groups", True))
+        if weight_groups != self.weight_groups:
+            raise ValueError(
+                f"sampler state has weight_groups={weight_groups}, this sampler has "
+                f"weight_groups={self.weight_groups}"
             )
         self._epoch = int(state["epoch"])
         self._batch = int(state["batch"])
@@ -175,10 +188,10 @@ class TrainSampler:
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch]))
         offsets = self.split.puzzle_offsets
         groups = self.split.group_offsets
-        if weights is None:
+        puzzle_weights = None if weights is None else weights[self.split.puzzle_identifiers]
+        if puzzle_weights is None or not self.weight_groups:
             order = rng.permutation(self.split.num_groups)
         else:
-            puzzle_weights = weights[self.split.puzzle_identifiers]
             group_weights = np.add.reduceat(puzzle_weights, groups[:-1]) / np.diff(groups)
             if not group_weights.sum() > 0:
                 raise ValueError("sampling weights are zero for every group")
@@ -190,7 +203,7 @@ class TrainSampler:
         filled = 0
         for group in order.tolist():
             first, last = int(groups[group]), int(groups[group + 1])
-            if weights is None:
+            if puzzle_weights is None:
                 puzzle = int(rng.integers(first, last))
             else:
                 local = puzzle_weights[first:last]

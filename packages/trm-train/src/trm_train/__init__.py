@@ -15,6 +15,8 @@ from ._config import (
     OptimConfig,
     TrainConfig,
     arc2,
+    seed,
+    split_model,
     tiny,
 )
 from ._distributed import Distributed, init_distributed
@@ -72,6 +74,8 @@ __all__ = [
     "read_metrics",
     "read_run_config",
     "score_predictions",
+    "seed",
+    "split_model",
     "tiny",
     "train",
     "warmup_cosine",

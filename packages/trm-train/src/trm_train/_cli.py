@@ -202,7 +202,15 @@ _MODEL_FIELDS = {
     "--failure-weighted-sampling",
     is_flag=True,
     default=None,
-    help="Draw puzzles the model still fails more often (5x those it solves).",
+    help="Draw puzzles the model still fails more often (see --failure-weighting).",
+)
+@click.option(
+    "--failure-weighting",
+    type=click.Choice(["accumulated", "latest"]),
+    default=None,
+    help="accumulated (the write-up's, default): weight 1 - solved / (seen + 1) over the "
+    "run, only a task's augmented version drawn by weight; latest: 1, or 0.2 while the "
+    "latest attempt was solved, tasks drawn by weight too.",
 )
 @click.option(
     "--freeze-weights", is_flag=True, default=None, help="Train the puzzle embeddings only."
@@ -346,6 +354,7 @@ def _config_from_options(options: dict[str, Any], given: set[str]) -> tuple[Trai
         **_given(
             global_batch_size=options["batch_size"],
             failure_weighted_sampling=options["failure_weighted_sampling"],
+            failure_weighting=options["failure_weighting"],
         ),
     )
     optim = attrs.evolve(

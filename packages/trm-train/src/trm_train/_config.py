@@ -18,6 +18,7 @@ from attrs import validators as v
 import trm_model
 from jd_splits import ENGINE_NAMES, SPLIT_NAMES, EngineName, Refinements, get_split
 
+from ._failure_weights import FAILURE_RULES, FailureRule
 from ._metrics_log import LoggingConfig
 
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -94,6 +95,12 @@ class DataConfig:
     global_batch_size: int = attrs.field(default=768, validator=v.gt(0))
     # Draw tasks the model got wrong more often (see `FailureWeights`).
     failure_weighted_sampling: bool = False
+    # "accumulated" (the write-up's): weight 1 - correct / (total + 1) from run-long
+    # counts, groups shuffled as usual and only a group's version drawn by weight.
+    # "latest": 1, or 0.2 once the latest outcome was solved, and groups drawn by weight too.
+    failure_weighting: FailureRule = attrs.field(
+        default="accumulated", validator=v.in_(FAILURE_RULES)
+    )
     in_memory: bool = False
 
 

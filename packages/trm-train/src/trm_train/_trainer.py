@@ -227,7 +227,7 @@ def build_trainer(config: TrainConfig, runtime: Distributed, *, resume: bool = F
             f"{runtime.world_size} ranks"
         )
     failure_weights = (
-        FailureWeights(store.metadata.num_puzzle_identifiers)
+        FailureWeights(store.metadata.num_puzzle_identifiers, rule=config.data.failure_weighting)
         if config.data.failure_weighted_sampling
         else None
     )
@@ -238,6 +238,7 @@ def build_trainer(config: TrainConfig, runtime: Distributed, *, resume: bool = F
         rank=runtime.rank,
         world_size=runtime.world_size,
         weights=None if failure_weights is None else failure_weights.weights.copy(),
+        weight_groups=config.data.failure_weighting == "latest",
     )
     return Trainer(
         config=config,
