@@ -8,8 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from jd_splits import (
+    JACOBIAN_COVERS,
     Diagnostics,
     EngineName,
+    JacobianCovers,
     JacobianDescent,
     ObjectiveSet,
     Refinements,
@@ -44,6 +46,7 @@ def jd_step(
     steps: int = 1,
     scale: float = 1.0,
     max_jacobian_bytes: int | None = None,
+    covers: JacobianCovers = "all",
 ) -> Diagnostics:
     jd = JacobianDescent(
         model,
@@ -51,6 +54,7 @@ def jd_step(
         engine=engine,
         split=split,
         max_jacobian_bytes=max_jacobian_bytes,
+        jacobian_covers=covers,
     )
     with jd.record():
         internal = split.refinements is not Refinements.FINAL
@@ -75,15 +79,16 @@ SPLITS = {
 }
 
 
+@pytest.mark.parametrize("covers", JACOBIAN_COVERS)
 @pytest.mark.parametrize("name", list(SPLITS))
-def test_engines_agree(name: str, tiny_model: ModelFactory) -> None:
+def test_engines_agree(name: str, covers: JacobianCovers, tiny_model: ModelFactory) -> None:
     split, steps = SPLITS[name]
     model, batch = tiny_model()
     results = {}
     counts = set()
     for engine in ENGINES:
         clear(model, batch)
-        diagnostics = jd_step(model, batch, split, engine, steps=steps)
+        diagnostics = jd_step(model, batch, split, engine, steps=steps, covers=covers)
         assert diagnostics.engine == engine
         counts.add(diagnostics.num_objectives)
         results[engine] = grads(model, batch)
@@ -96,15 +101,20 @@ def test_engines_agree(name: str, tiny_model: ModelFactory) -> None:
     assert reference[-1].abs().sum() > 0
 
 
+@pytest.mark.parametrize("covers", JACOBIAN_COVERS)
 @pytest.mark.parametrize("name", list(SPLITS))
-def test_per_sample_without_the_whole_jacobian(name: str, tiny_model: ModelFactory) -> None:
+def test_per_sample_without_the_whole_jacobian(
+    name: str, covers: JacobianCovers, tiny_model: ModelFactory
+) -> None:
     """Past max_jacobian_bytes the per_sample engine streams the Jacobian module by module."""
     split, steps = SPLITS[name]
     model, batch = tiny_model()
-    jd_step(model, batch, split, "sequential", steps=steps)
+    jd_step(model, batch, split, "sequential", steps=steps, covers=covers)
     expected = grads(model, batch)
     clear(model, batch)
-    diagnostics = jd_step(model, batch, split, "auto", steps=steps, max_jacobian_bytes=1)
+    diagnostics = jd_step(
+        model, batch, split, "auto", steps=steps, max_jacobian_bytes=1, covers=covers
+    )
     assert diagnostics.engine == "per_sample"
     for got, want in zip(grads(model, batch), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-10)
@@ -139,18 +149,18 @@ def test_single_objective_is_plain_gradient_descent(
 
 
 def explicit_jacobian(model: TinyRecursive, batch: Batch, split: Split) -> Tensor:
+    """The Jacobian with respect to the parameters and the extra rows, one row at a time."""
     terms = model(batch.tokens, batch.labels, batch.rows)
     values = split.objectives([terms]).values
+    inputs = [*model.parameters(), batch.rows]
     rows = []
     for value in values:
-        gradient = torch.autograd.grad(
-            value, list(model.parameters()), retain_graph=True, allow_unused=True
-        )
+        gradient = torch.autograd.grad(value, inputs, retain_graph=True, allow_unused=True)
         rows.append(
             torch.cat(
                 [
                     (torch.zeros_like(p) if g is None else g).flatten()
-                    for g, p in zip(gradient, model.parameters(), strict=True)
+                    for g, p in zip(gradient, inputs, strict=True)
                 ]
             )
         )
@@ -165,7 +175,7 @@ def test_upgrad_update_conflicts_with_no_objective_and_cosine_matches(
     split = get_split(name)
     jacobian = explicit_jacobian(model, batch, split)
     diagnostics = jd_step(model, batch, split, "auto")
-    update = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    update = torch.cat([g.flatten() for g in grads(model, batch)])
     assert update.shape == jacobian.shape[1:]
     products = jacobian @ update
     # Non-negative up to UPGrad's regularisation (reg_eps * trace(G) * |w|).

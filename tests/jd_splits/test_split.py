@@ -8,7 +8,16 @@ import pytest
 import torch
 from torch import Tensor
 
-from jd_splits import SPLIT_NAMES, HaltMode, LossTerms, Objective, Split, get_split
+from jd_splits import (
+    SPLIT_NAMES,
+    HaltMode,
+    LossTerms,
+    Objective,
+    ObjectiveBlock,
+    ObjectiveSet,
+    Split,
+    get_split,
+)
 
 if TYPE_CHECKING:
     from tests.jd_splits.conftest import Terms, TermsFactory
@@ -38,6 +47,8 @@ EXPECTED_COUNTS = {
 def gd_loss(name: str, steps: Sequence[Terms]) -> Tensor:
     """The gradient-descent loss each split must add up to, written out by hand."""
     total = torch.zeros((), dtype=torch.float64)
+    if name.startswith("stack_supervisions"):  # the mean over the unrolled steps
+        return sum((gd_loss("sum", [terms]) for terms in steps), total) / len(steps)
     for terms in steps:
         assert terms.halt is not None
         internal = torch.stack(list(terms.internal or [torch.zeros_like(terms.lm)])).sum()
@@ -106,9 +117,9 @@ def test_objective_values(make_terms: TermsFactory) -> None:
     torch.testing.assert_close(
         values("lm_loss_vs_q_halt_loss"), torch.stack([lm.sum(), halt.sum()])
     )
-    # Each sample's halting loss is shared by that sample's own objectives.
+    # The batch's total halting loss is shared by all B * P objectives.
     torch.testing.assert_close(
-        values("iwrm_pixelwise_q_halt_in"), (lm + halt[:, None] / P).flatten()
+        values("iwrm_pixelwise_q_halt_in"), (lm + halt.sum() / (B * P)).flatten()
     )
     share = halt.sum() / (H + 1)
     stacked = torch.stack([lm.sum()] + [W * i.sum() for i in internal]) + share
@@ -117,17 +128,107 @@ def test_objective_values(make_terms: TermsFactory) -> None:
     torch.testing.assert_close(values("stack_internal_losses_only"), only)
 
 
+def test_stacked_supervisions_are_divided_by_the_number_of_steps(
+    terms_class: type[Terms],
+) -> None:
+    # Two steps, one sample, two positions; no halting loss (the no-ACT model).
+    first = terms_class(lm=torch.tensor([[1.0, 3.0]]))
+    second = terms_class(lm=torch.tensor([[5.0, 7.0]]))
+    steps = [first, second]
+    values = {name: get_split(name)(steps).tolist() for name in SPLIT_NAMES if "superv" in name}
+    assert values["stack_supervisions"] == [2.0, 6.0]
+    assert values["stack_supervisions_and_sum"] == [8.0]
+    assert values["stack_supervisions_and_iwrm"] == [2.0, 6.0]
+    assert values["stack_supervisions_and_pixelwise"] == [0.5, 1.5, 2.5, 3.5]
+    assert values["stack_supervisions_and_iwrm_pixelwise"] == [0.5, 1.5, 2.5, 3.5]
+    assert get_split("sum")(steps).tolist() == [16.0]
+
+
 def test_identically_zero_objectives_are_dropped(make_terms: TermsFactory) -> None:
     terms = make_terms(B, P, zero_positions=2)
     assert terms.halt is not None
-    objectives = get_split("pixelwise_q_halt_in").objectives([terms])
-    assert (objectives.count, objectives.dropped) == (P - 2, 2)
-    # The halting loss goes to the live objectives only.
-    expected = terms.lm.sum(0)[: P - 2] + terms.halt.sum() / (P - 2)
-    torch.testing.assert_close(objectives.values, expected)
-
+    # Unlabelled positions hold a share of the halting loss: kept.
+    pixelwise = get_split("pixelwise_q_halt_in").objectives([terms])
+    assert (pixelwise.count, pixelwise.dropped) == (P, 0)
+    torch.testing.assert_close(pixelwise.values, terms.lm.sum(0) + terms.halt.sum() / P)
+    # Without a halting loss in them, they are identically zero: dropped.
     iwrm_pixelwise = get_split("iwrm_pixelwise_q_halt_out").objectives([terms])
     assert (iwrm_pixelwise.count, iwrm_pixelwise.dropped) == (B * (P - 2) + B, 2 * B)
+    no_halt = get_split("pixelwise_q_halt_in").objectives(
+        [make_terms(B, P, halt=False, zero_positions=2)]
+    )
+    assert (no_halt.count, no_halt.dropped) == (P - 2, 2)
+
+
+def hand_made_terms(terms_class: type[Terms]) -> Terms:
+    """Three slots of three positions: position 2 is unlabelled in every real sample,
+    position 1 in sample 1, and slot 2 is masked (its losses are ignored)."""
+    lm = torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0], [5.0, 6.0, 7.0]], dtype=torch.float64)
+    halt = torch.tensor([0.6, 1.2, 9.0], dtype=torch.float64)
+    mask = torch.tensor([True, True, False])
+    return terms_class(lm=lm.requires_grad_(), halt=halt.requires_grad_(), mask=mask)
+
+
+def test_halt_in_is_spread_as_the_reference_did(terms_class: type[Terms]) -> None:
+    terms = hand_made_terms(terms_class)
+    # Sum of the real halting losses: 0.6 + 1.2 = 1.8.
+    pixelwise = get_split("pixelwise_q_halt_in").objectives([terms])
+    # Position p: lm[0, p] + lm[1, p] + 1.8 / 3; position 2 holds halting loss only.
+    torch.testing.assert_close(pixelwise.values, torch.tensor([4.6, 2.6, 0.6], dtype=torch.float64))
+    assert (pixelwise.dropped, pixelwise.shares) == (0, None)
+
+    both = get_split("iwrm_pixelwise_q_halt_in").objectives([terms])
+    # (b, p) for the 6 real pairs: lm[b, p] + 1.8 / 6; the masked slot's 3 are dropped.
+    expected = torch.tensor([1.3, 2.3, 0.3, 3.3, 0.3, 0.3], dtype=torch.float64)
+    torch.testing.assert_close(both.values, expected)
+    assert (both.count, both.dropped, both.base_count) == (6, 3, 7)
+    assert both.shares is not None
+    torch.testing.assert_close(both.shares, torch.full((6, 1), 1 / 6, dtype=torch.float64))
+    # Every objective depends on every real sample's halting loss (1 / 6 each), none on
+    # the masked one's.
+    assert terms.halt is not None
+    (d_halt,) = torch.autograd.grad(both.values[2], [terms.halt])
+    torch.testing.assert_close(d_halt, torch.tensor([1 / 6, 1 / 6, 0.0], dtype=torch.float64))
+
+    iwrm = get_split("iwrm_q_halt_in").objectives([terms])
+    torch.testing.assert_close(iwrm.values, torch.tensor([3.6, 4.2], dtype=torch.float64))
+    assert iwrm.dropped == 1
+
+
+def test_shared_halt_follows_the_groups(terms_class: type[Terms]) -> None:
+    terms = hand_made_terms(terms_class)
+    grouped = get_split("iwrm_pixelwise_q_halt_in", groups=4).objectives([terms], step=0)
+    # 6 objectives in 4 buckets of sizes 2, 2, 1, 1: shares 2/6, 2/6, 1/6, 1/6 of 1.8.
+    assert grouped.shares is not None
+    shares = grouped.shares[:, 0]
+    assert sorted(shares.tolist()) == pytest.approx([1 / 6, 1 / 6, 1 / 3, 1 / 3])
+    block = grouped.blocks[0]
+    lm_part, lm_index = block.atoms[:, :3].detach(), block.index[:, :3]
+    values = grouped.values.detach()
+    for k in range(4):
+        expected = lm_part[lm_index == k].sum() + shares[k] * 1.8
+        assert float(values[k]) == pytest.approx(float(expected))
+    assert float(values.sum()) == pytest.approx(7.8)
+
+
+def test_folding_with_a_shared_term() -> None:
+    atoms = torch.tensor([[1.0, 2.0, 3.0]])
+    objectives = ObjectiveSet(
+        values=torch.tensor([2.5, 2.75]),
+        blocks=(ObjectiveBlock(atoms, torch.tensor([[0, 1, 2]])),),
+        shares=torch.tensor([[0.5], [0.25]]),
+    )
+    rows = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+    # A = [[1, 0, 0.5], [0, 1, 0.25]]
+    torch.testing.assert_close(objectives.fold_rows(rows), torch.tensor([[2.0, 1.0], [0.5, 1.5]]))
+    gramian = rows @ rows.T
+    folded = objectives.fold_rows(rows)
+    torch.testing.assert_close(objectives.fold_gramian(gramian), folded @ folded.T)
+    torch.testing.assert_close(
+        objectives.base_weights(torch.tensor([2.0, 4.0])), torch.tensor([2.0, 4.0, 2.0])
+    )
+    with pytest.raises(ValueError, match="shares must be"):
+        ObjectiveSet(values=torch.zeros(2), blocks=objectives.blocks, shares=torch.zeros(3, 1))
 
 
 def test_masked_slots_are_dropped(make_terms: TermsFactory) -> None:

@@ -5,7 +5,7 @@ A `Split` maps per-element losses (`LossTerms`) to a vector of objectives; a
 """
 
 from ._aggregators import AGGREGATOR_NAMES, make_aggregator
-from ._descent import ENGINE_NAMES, EngineName, JacobianDescent
+from ._descent import ENGINE_NAMES, JACOBIAN_COVERS, EngineName, JacobianCovers, JacobianDescent
 from ._diagnostics import Diagnostics
 from ._loss_terms import LossTerms, Objective
 from ._objective_set import ObjectiveBlock, ObjectiveSet
@@ -16,11 +16,13 @@ from ._split import HaltMode, Refinements, Split
 __all__ = [
     "AGGREGATOR_NAMES",
     "ENGINE_NAMES",
+    "JACOBIAN_COVERS",
     "SPLIT_NAMES",
     "BatchedDualConeProjector",
     "Diagnostics",
     "EngineName",
     "HaltMode",
+    "JacobianCovers",
     "JacobianDescent",
     "LossTerms",
     "Objective",

@@ -61,20 +61,25 @@ def aggregate_jacobian(
     aggregator: Aggregator,
     params: Sequence[Tensor | None],
     extras: Sequence[Tensor | None],
+    *,
+    covers_extras: bool,
 ) -> Aggregation:
     """Aggregate explicit Jacobians (`[m, *input.shape]` per input).
 
-    The weights come from the parameters' Jacobian only; extra inputs receive `J_extra^T w`
-    with the same weights. Aggregators without weights (e.g. `graddrop`, `config`) are
-    applied to the parameters' Jacobian and, separately, to the extra inputs' Jacobian."""
+    With `covers_extras`, the aggregator sees the united Jacobian `[J_params | J_extras]`
+    (for Gramian-based ones, `G = J_p J_p^T + J_e J_e^T`). Otherwise the weights come from
+    the parameters' Jacobian only and extra inputs receive `J_extra^T w` with the same
+    weights; aggregators without weights (e.g. `graddrop`, `config`) are then applied to
+    the parameters' Jacobian and, separately, to the extra inputs' Jacobian."""
+    covered = [*params, *extras] if covers_extras else list(params)
     with torch.no_grad():
-        gramian = gramian_of(params)
+        gramian = gramian_of(covered)
         if gramian_weighting(aggregator) is not None:
             weights = weights_from_gramian(aggregator, gramian)
         elif isinstance(aggregator, WeightedAggregator):
-            weights = aggregator.weighting(_united(params))
+            weights = aggregator.weighting(_united(covered))
         else:
-            return _unweighted(aggregator, params, extras, gramian)
+            return _unweighted(aggregator, params, extras, gramian, covers_extras)
         statistics = gramian_statistics(gramian, weights)
         return Aggregation(combine(weights, params), combine(weights, extras), statistics)
 
@@ -101,8 +106,10 @@ def _unweighted(
     params: Sequence[Tensor | None],
     extras: Sequence[Tensor | None],
     gramian: Tensor,
+    covers_extras: bool,
 ) -> Aggregation:
-    united = _united(params)
+    covered = [*params, *extras] if covers_extras else list(params)
+    united = _united(covered)
     update = aggregator(united)
     mean_direction = united.sum(0)
     statistics = gramian_statistics(gramian, None)
@@ -111,7 +118,10 @@ def _unweighted(
         float(update.double() @ update.double()),
         float(mean_direction.double() @ mean_direction.double()),
     )
+    updates = _split_like(update, covered)
+    if covers_extras:
+        return Aggregation(updates[: len(params)], updates[len(params) :], statistics)
     extra_updates: Updates = [None] * len(extras)
     if any(e is not None for e in extras):
         extra_updates = _split_like(aggregator(_united(extras)), extras)
-    return Aggregation(_split_like(update, params), extra_updates, statistics)
+    return Aggregation(updates, extra_updates, statistics)

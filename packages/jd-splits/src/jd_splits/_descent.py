@@ -29,6 +29,10 @@ from ._split import Split
 
 EngineName = Literal["auto", "per_sample", "autogram", "autojac", "sequential"]
 ENGINE_NAMES: tuple[str, ...] = get_args(EngineName)
+JacobianCovers = Literal["all", "parameters"]
+"""Which inputs' Jacobian the aggregator sees: the parameters and the extra inputs, or the
+parameters only."""
+JACOBIAN_COVERS: tuple[JacobianCovers, ...] = get_args(JacobianCovers)
 
 _CPU_JACOBIAN_BYTES = 4 << 30
 
@@ -48,11 +52,23 @@ class JacobianDescent:
     ```
 
     `backward` fills `.grad` of the model's trainable parameters (and of `extra_inputs`)
-    with `J^T w`, accumulating like `Tensor.backward`. The weights `w` come from the
-    Jacobian with respect to the model's parameters only; extra inputs (e.g. per-sample
-    embedding rows gathered from a table and fed to the forward) receive `J_extra^T w` with
-    the same weights and are never part of the Gramian. A single objective is one plain
-    backward. Forwards outside `record()` (gradient descent, evaluation) are untouched.
+    with `J^T w`, accumulating like `Tensor.backward`. Extra inputs are leaf tensors fed to
+    the forward besides the parameters (e.g. per-sample embedding rows gathered from a
+    table). `jacobian_covers` says which Jacobian the aggregator sees:
+
+    - `"all"` (the default; the reference differentiated every leaf requiring grad): the
+      united Jacobian `J = [J_params | J_extras]`, so `G = J_p J_p^T + J_e J_e^T` (for IWRM
+      each sample's own row adds `||df_b / d row_b||^2` to its diagonal entry) and the
+      weights and diagnostics come from that `G`.
+    - `"parameters"`: the weights come from `J_params` alone; extra inputs receive
+      `J_extras^T w` with the same weights.
+
+    The `per_sample` and `autogram` engines take a batch-first extra input to be
+    per-sample (row `b` feeds sample `b` only, which follows when the model treats samples
+    independently, as the split's atoms already require); `autojac` and `sequential`
+    assume nothing. A single objective is one plain backward, and weights that need no
+    Jacobian (`mean`, ...) one weighted backward, whatever `jacobian_covers`. Forwards
+    outside `record()` (gradient descent, evaluation) are untouched.
 
     Engines (`engine`):
 
@@ -62,10 +78,13 @@ class JacobianDescent:
       trainable parameter in such a leaf, batch-first inputs, and the Jacobian (`m x n`)
       within `max_jacobian_bytes`. Checked against autograd on its first step.
     - `autogram`: Gramian by torchjd's `autogram.Engine` (`batch_dim=0`), weights from the
-      aggregator's weighting, one weighted backward. Gramian-based aggregators only.
+      aggregator's weighting, one weighted backward. Gramian-based aggregators only. The
+      Engine covers module parameters only; with extra inputs and `"all"`, one more
+      backward per colour (one for IWRM) gives their part of the Gramian.
     - `autojac`: Jacobian by torchjd's `autojac.jac` (`autojac_chunk_size` rows at a time;
       1, the default, is fastest on CPU), any aggregator.
-    - `sequential`: one backward per objective, as the reference implementation did.
+    - `sequential`: one backward per objective (per base objective, see `ObjectiveSet`), as
+      the reference implementation did.
     - `auto`: one plain backward for a single objective or for weights that need no
       Jacobian (`mean`, `sum`, `constant`, `random`); else `per_sample` when the model and
       memory allow, else `autogram` for Gramian-based aggregators, else `autojac`.
@@ -89,9 +108,15 @@ class JacobianDescent:
         split: Split | None = None,
         max_jacobian_bytes: int | None = None,
         autojac_chunk_size: int | None = 1,
+        jacobian_covers: JacobianCovers = "all",
     ) -> None:
         if engine not in ENGINE_NAMES:
             raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINE_NAMES)}")
+        if jacobian_covers not in JACOBIAN_COVERS:
+            raise ValueError(
+                f"unknown jacobian_covers {jacobian_covers!r}; valid values: "
+                f"{', '.join(JACOBIAN_COVERS)}"
+            )
         if isinstance(aggregator, str):
             aggregator = make_aggregator(aggregator, **(aggregator_params or {}))
         elif aggregator_params:
@@ -100,6 +125,8 @@ class JacobianDescent:
         self.aggregator = aggregator
         self.engine = engine
         self.autojac_chunk_size = autojac_chunk_size
+        self.jacobian_covers = jacobian_covers
+        self._covers_extras = jacobian_covers == "all"
         self._ddp = model if isinstance(model, nn.parallel.DistributedDataParallel) else None
         self._module: nn.Module = self._ddp.module if self._ddp is not None else model
         self._params: list[Tensor] = [p for p in self._module.parameters() if p.requires_grad]
@@ -228,7 +255,12 @@ class JacobianDescent:
             if self._gramian_engine is None:
                 raise RuntimeError("the autogram engine was not planned for this JacobianDescent")
             return engine, _engines.autogram(
-                self._gramian_engine, objectives, self.aggregator, params, extras
+                self._gramian_engine,
+                objectives,
+                self.aggregator,
+                params,
+                extras,
+                covers_extras=self._covers_extras,
             )
         inputs = [*params, *extras]
         if engine == "autojac":
@@ -236,18 +268,22 @@ class JacobianDescent:
         else:
             jacobians = _engines.sequential_jacobians(objectives, inputs)
         n = len(params)
-        return engine, aggregate_jacobian(self.aggregator, jacobians[:n], jacobians[n:])
+        return engine, aggregate_jacobian(
+            self.aggregator, jacobians[:n], jacobians[n:], covers_extras=self._covers_extras
+        )
 
     def _per_sample(self, objectives: ObjectiveSet, extras: list[Tensor]) -> Aggregation:
         if self._recorder is None:
             raise RuntimeError("the per_sample engine was not planned for this JacobianDescent")
         params, calls, verify = self._params, self._recorder.calls, not self._verified
-        if self._fits(objectives.count):
+        if self._fits(objectives.base_count):
             jac_params, jac_extras = per_sample_jacobians(
                 objectives, calls, params, extras, verify=verify
             )
             self._verified = True
-            return aggregate_jacobian(self.aggregator, jac_params, jac_extras)
+            return aggregate_jacobian(
+                self.aggregator, jac_params, jac_extras, covers_extras=self._covers_extras
+            )
         if gramian_weighting(self.aggregator) is None:
             raise MemoryError(
                 f"the Jacobian ({objectives.count} x {sum(p.numel() for p in params)}) exceeds "
@@ -258,13 +294,21 @@ class JacobianDescent:
             return weights_from_gramian(self.aggregator, gramian)
 
         gramian, weights, updates, extra_updates = per_sample_streamed(
-            objectives, calls, params, extras, weights_of, verify=verify
+            objectives,
+            calls,
+            params,
+            extras,
+            weights_of,
+            verify=verify,
+            covers_extras=self._covers_extras,
         )
         self._verified = True
         return Aggregation(updates, extra_updates, gramian_statistics(gramian, weights))
 
     def _choose(self, objectives: ObjectiveSet) -> EngineName:
-        memory_ok = self._fits(objectives.count) or gramian_weighting(self.aggregator) is not None
+        memory_ok = (
+            self._fits(objectives.base_count) or gramian_weighting(self.aggregator) is not None
+        )
         if objectives.structured and "per_sample" in self._hooks and memory_ok:
             return "per_sample"
         if objectives.structured and self._gramian_engine is not None:

@@ -18,6 +18,8 @@ class Diagnostics:
     - `cosine_to_mean`: cosine between the JD update `J^T w` and the mean-gradient update
       `J^T 1 / m`, i.e. `w^T G 1 / sqrt(w^T G w * 1^T G 1)` (1 for plain gradient descent).
     - `gramian_min` / `gramian_mean` / `gramian_median`: over all entries of `G = J J^T`.
+    `J` is the Jacobian the aggregator saw: with respect to the parameters and, unless
+    `jacobian_covers="parameters"`, the extra inputs.
     - `conflict_share`: share of objective pairs `i < j` with `G[i, j] < 0`.
     Values the engine did not need to compute (e.g. the Gramian of a single objective) are
     NaN. `num_objectives` counts the objectives aggregated, after dropping the `dropped`

@@ -12,8 +12,9 @@ from torchjd.autojac import jac
 
 from ._aggregate import Aggregation, Updates, weights_from_gramian
 from ._aggregators import Aggregator
+from ._colours import colours, extras_gramian
 from ._diagnostics import empty_statistics, gramian_statistics
-from ._objective_set import ObjectiveSet
+from ._objective_set import ObjectiveSet, fold_jacobians
 
 
 def _grad(
@@ -65,23 +66,30 @@ def _touching(objectives: ObjectiveSet) -> list[set[int]]:
 
 
 def sequential_jacobians(objectives: ObjectiveSet, inputs: Sequence[Tensor]) -> Updates:
-    """One backward per objective, through the blocks it touches only (the reference way)."""
-    m = objectives.count
-    rows: list[Updates] = []
+    """One backward per base objective, through the blocks it touches only (the reference
+    way), folded into the objectives' Jacobian."""
+    if not objectives.structured:
+        values = objectives.values
+        rows = [
+            _grad([value], inputs, [torch.ones_like(value)], retain_graph=i < len(values) - 1)
+            for i, value in enumerate(values)
+        ]
+        return [_stack_rows([row[k] for row in rows], inputs[k]) for k in range(len(inputs))]
     touching = _touching(objectives)
-    for i in range(m):
-        if objectives.structured:
-            pairs = [
-                (block.atoms, (block.index == i).to(block.atoms.dtype))
-                for block, ids in zip(objectives.blocks, touching, strict=True)
-                if i in ids
-            ]
-            outputs, cotangents = [p[0] for p in pairs], [p[1] for p in pairs]
-        else:
-            value = objectives.values[i]
-            outputs, cotangents = [value], [torch.ones_like(value)]
-        rows.append(_grad(outputs, inputs, cotangents, retain_graph=i < m - 1))
-    return [_stack_rows([row[k] for row in rows], inputs[k]) for k in range(len(inputs))]
+    touched = sorted(set().union(*touching))
+    by_id: dict[int, Updates] = {}
+    for position, i in enumerate(touched):
+        pairs = [
+            (block.atoms, (block.index == i).to(block.atoms.dtype))
+            for block, ids in zip(objectives.blocks, touching, strict=True)
+            if i in ids
+        ]
+        outputs, cotangents = [p[0] for p in pairs], [p[1] for p in pairs]
+        by_id[i] = _grad(outputs, inputs, cotangents, retain_graph=position < len(touched) - 1)
+    # A base objective without atoms (an objective holding only its share) has zero rows.
+    rows = [by_id.get(i, [None] * len(inputs)) for i in range(objectives.base_count)]
+    jacobians = [_stack_rows([row[k] for row in rows], inputs[k]) for k in range(len(inputs))]
+    return fold_jacobians(objectives, jacobians)
 
 
 def _stack_rows(rows: Sequence[Tensor | None], like: Tensor) -> Tensor | None:
@@ -93,11 +101,11 @@ def _stack_rows(rows: Sequence[Tensor | None], like: Tensor) -> Tensor | None:
 def autojac_jacobians(
     objectives: ObjectiveSet, inputs: Sequence[Tensor], chunk_size: int | None
 ) -> Updates:
-    """torchjd's `autojac.jac`, block by block (so objectives of one block do not traverse
-    the graphs of the others)."""
+    """torchjd's `autojac.jac` of the base objectives, block by block (so objectives of one
+    block do not traverse the graphs of the others), folded into the objectives' Jacobian."""
     if not objectives.structured:
         return list(jac(objectives.values, list(inputs), parallel_chunk_size=chunk_size))
-    m = objectives.count
+    m = objectives.base_count
     result: Updates = [None] * len(inputs)
     blocks = objectives.blocks
     for position, block in enumerate(blocks):
@@ -117,7 +125,7 @@ def autojac_jacobians(
             if total is None:
                 total = rows.new_zeros((m, *rows.shape[1:]))
             result[k] = total.index_add(0, ids, rows)
-    return result
+    return fold_jacobians(objectives, result)
 
 
 def autogram(
@@ -126,10 +134,18 @@ def autogram(
     aggregator: Aggregator,
     params: Sequence[Tensor],
     extras: Sequence[Tensor],
+    *,
+    covers_extras: bool,
 ) -> Aggregation:
     """Gramian of the per-sample atoms by torchjd's Engine (`batch_dim=0`), mapped to the
-    objectives (`A G A^T`), weights from it, then one backward of the weighted atoms. The
-    Gramian covers the modules' parameters only; extra inputs get `J_extra^T w`."""
+    base objectives and folded into the objectives' (`A G A^T`), weights from it, then one
+    backward of the atoms weighted by the base weights `A^T w`.
+
+    The Engine covers the modules' parameters only. With `covers_extras`, the extra
+    inputs' part `J_e J_e^T` is added from one backward per colour with the extra inputs
+    as the only inputs (one for IWRM): a batch-first extra input is per-sample (row `b`
+    feeds sample `b` only), so each pass gives per-sample rows (see `extras_gramian`).
+    Otherwise the extra inputs get `J_e^T w` with weights from the parameters alone."""
     if not objectives.structured:
         raise ValueError(
             "the autogram engine needs objectives with per-sample structure (an ObjectiveSet "
@@ -142,14 +158,24 @@ def autogram(
     flat = index.reshape(-1)
     valid = (flat >= 0).nonzero().squeeze(1)
     ids = flat[valid]
-    m = objectives.count
+    base = objectives.base_count
     atom_gramian = engine.compute_gramian(atoms).detach()
-    partial = atom_gramian.new_zeros(m, atom_gramian.shape[1]).index_add_(
+    partial = atom_gramian.new_zeros(base, atom_gramian.shape[1]).index_add_(
         0, ids, atom_gramian[valid]
     )
-    gramian = partial.new_zeros(m, m).index_add_(1, ids, partial[:, valid])
+    gramian = partial.new_zeros(base, base).index_add_(1, ids, partial[:, valid])
+    if covers_extras and extras:
+        plan = colours(objectives)
+        extra_grads = [
+            _grad([colour.block.atoms], extras, [colour.cotangent], retain_graph=True)
+            for colour in plan
+        ]
+        extra = extras_gramian(plan, extra_grads, base)
+        if extra is not None:
+            gramian = gramian + extra.to(gramian.dtype)
+    gramian = objectives.fold_gramian(gramian)
     weights = weights_from_gramian(aggregator, gramian)
     cotangent = torch.zeros_like(flat, dtype=atoms.dtype)
-    cotangent[valid] = weights.to(atoms.dtype)[ids]
+    cotangent[valid] = objectives.base_weights(weights).to(atoms.dtype)[ids]
     updates = _grad([atoms], [*params, *extras], [cotangent.view_as(atoms)])
     return _split_updates(updates, len(params), gramian_statistics(gramian, weights))

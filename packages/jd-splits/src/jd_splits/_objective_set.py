@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 import torch
 from torch import Tensor
@@ -20,13 +22,14 @@ def _check_block(instance: ObjectiveBlock, attribute: object, index: Tensor) -> 
 
 @attrs.frozen
 class ObjectiveBlock:
-    """Per-sample loss atoms of one computation graph and the objective each one feeds.
+    """Per-sample loss atoms of one computation graph and the base objective each one feeds.
 
     `atoms[b, k]` depends only on sample `b` (the model treats samples independently);
-    objective `i` is the sum of the atoms whose `index` is `i`; `index` -1 marks atoms that
-    feed no objective (structural zeros). Blocks come from independent graphs (e.g. one per
-    supervision step with a detached carry), so an objective touching one block is
-    differentiated without traversing the others.
+    base objective `j` is the sum of the atoms whose `index` is `j` (see `ObjectiveSet` for
+    how base objectives make the objectives); `index` -1 marks atoms that feed none
+    (structural zeros). Blocks come from independent graphs (e.g. one per supervision step
+    with a detached carry), so an objective touching one block is differentiated without
+    traversing the others.
     """
 
     atoms: Tensor
@@ -41,11 +44,22 @@ class ObjectiveSet:
     describe how the objectives decompose into per-sample atoms; it is empty for an
     unstructured vector, which restricts the JD step to the `autojac` and `sequential`
     engines. `dropped` counts the objectives removed because they were identically zero.
+
+    The atoms sum into `base_count` base objectives. Without `shares`, base objective `i`
+    is objective `i`. A term that every objective holds a part of (e.g. the batch's total
+    halting loss spread over per-sample-and-pixel objectives) depends on every sample, so
+    it cannot be split into atoms of single objectives; instead it is a base objective of
+    its own: with `shares` (`[m, s]`), base objectives `m .. m + s - 1` are the shared
+    terms `S_j` and objective `i = base_i + sum_j shares[i, j] * S_j`. In matrix form the
+    objectives are `A @ base` with `A = [I | shares]`, so every engine computes the
+    Jacobian rows (or the Gramian) of the base objectives and folds them: `J = A J_base`,
+    `G = A G_base A^T`, and backpropagates the base weights `A^T w`.
     """
 
     values: Tensor
     blocks: tuple[ObjectiveBlock, ...] = ()
     dropped: int = 0
+    shares: Tensor | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.values.ndim != 1:
@@ -53,10 +67,23 @@ class ObjectiveSet:
         sizes = {block.atoms.shape[0] for block in self.blocks}
         if len(sizes) > 1:
             raise ValueError(f"every block must hold the same samples, got batch sizes {sizes}")
+        if self.shares is not None:
+            if not self.blocks:
+                raise ValueError("shared terms need blocks holding their atoms")
+            if self.shares.ndim != 2 or self.shares.shape[0] != self.count:
+                raise ValueError(
+                    f"shares must be [m, s] with m = {self.count} objectives, got "
+                    f"{tuple(self.shares.shape)}"
+                )
 
     @property
     def count(self) -> int:
         return self.values.shape[0]
+
+    @property
+    def base_count(self) -> int:
+        """The number of base objectives: the objectives, then the shared terms."""
+        return self.count + (0 if self.shares is None else self.shares.shape[1])
 
     @property
     def structured(self) -> bool:
@@ -65,6 +92,25 @@ class ObjectiveSet:
     @property
     def batch_size(self) -> int | None:
         return self.blocks[0].atoms.shape[0] if self.blocks else None
+
+    def fold_rows(self, rows: Tensor) -> Tensor:
+        """`A @ rows`: rows of the objectives `[m, ...]` (e.g. Jacobian rows) from those of
+        the base objectives `[base_count, ...]`."""
+        if self.shares is None:
+            return rows
+        m = self.count
+        shared: Tensor = torch.tensordot(self.shares.to(rows.dtype), rows[m:], dims=1)
+        return rows[:m] + shared
+
+    def fold_gramian(self, gramian: Tensor) -> Tensor:
+        """`A G A^T`: the objectives' Gramian from the base objectives' Gramian."""
+        return self.fold_rows(self.fold_rows(gramian).T)
+
+    def base_weights(self, weights: Tensor) -> Tensor:
+        """`A^T w`: the weights of the base objectives for weights `w` of the objectives."""
+        if self.shares is None:
+            return weights
+        return torch.cat([weights, self.shares.T.to(weights.dtype) @ weights])
 
     @classmethod
     def from_vector(cls, values: Tensor) -> ObjectiveSet:
@@ -84,4 +130,13 @@ class ObjectiveSet:
         if factor == 1.0:
             return self
         blocks = tuple(ObjectiveBlock(b.atoms * factor, b.index) for b in self.blocks)
-        return ObjectiveSet(values=self.values * factor, blocks=blocks, dropped=self.dropped)
+        return ObjectiveSet(
+            values=self.values * factor, blocks=blocks, dropped=self.dropped, shares=self.shares
+        )
+
+
+def fold_jacobians(
+    objectives: ObjectiveSet, jacobians: Sequence[Tensor | None]
+) -> list[Tensor | None]:
+    """`A J_base` for each input's Jacobian of the base objectives (None: no gradient)."""
+    return [None if j is None else objectives.fold_rows(j) for j in jacobians]

@@ -5,7 +5,8 @@ batch-first tensors, the gradient of a weight for sample `b` is `dY_b^T X_b` sum
 module's calls. So one ordinary backward, asked for the gradients of the recorded module
 outputs `Y` (not of the weights), gives a Jacobian row per sample at about the cost of a
 gradient-descent backward. Objectives whose atoms sit in different samples share a backward
-pass; objectives sharing a sample need one pass each ("colours").
+pass; objectives sharing a sample need one pass each ("colours"). Everything is computed for
+the base objectives, then folded into the objectives (see `ObjectiveSet`).
 """
 
 from __future__ import annotations
@@ -17,50 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from ._aggregate import gramian_of
-from ._objective_set import ObjectiveBlock, ObjectiveSet
+from ._colours import Colour, colours, extras_gramian
+from ._objective_set import ObjectiveSet, fold_jacobians
 from ._recording import Call
-
-
-@attrs.frozen
-class _Colour:
-    """One backward pass: the cotangent of a block's atoms and, per sample, the objective
-    its gradient belongs to (-1: none). `single` is set when every sample feeds the same
-    objective, so per-sample gradients need not be separated."""
-
-    block: ObjectiveBlock
-    cotangent: Tensor
-    owner: Tensor
-    single: int | None
-
-
-def colours(objectives: ObjectiveSet) -> list[_Colour]:
-    """Backward passes covering every atom once, such that within a pass each sample feeds
-    at most one objective. Their number is the largest count of distinct objectives one
-    sample feeds in one block."""
-    result = []
-    m = objectives.count
-    for block in objectives.blocks:
-        valid = block.index >= 0
-        samples, columns = valid.nonzero(as_tuple=True)
-        if samples.numel() == 0:
-            continue
-        owners = block.index[samples, columns]
-        pairs, inverse = torch.unique(samples * m + owners, return_inverse=True)
-        pair_sample = pairs // m
-        first = torch.searchsorted(pair_sample, pair_sample, side="left")
-        rank = torch.arange(pairs.numel(), device=pairs.device) - first
-        atom_colour = rank[inverse]
-        for colour in range(int(rank.max()) + 1):
-            in_colour = atom_colour == colour
-            cotangent = torch.zeros_like(block.atoms)
-            cotangent[samples[in_colour], columns[in_colour]] = 1
-            owner = torch.full((block.atoms.shape[0],), -1, device=pairs.device)
-            chosen = rank == colour
-            owner[pair_sample[chosen]] = pairs[chosen] % m
-            distinct = torch.unique(owner[owner >= 0])
-            single = int(distinct[0]) if distinct.numel() == 1 else None
-            result.append(_Colour(block, cotangent, owner, single))
-    return result
 
 
 @attrs.frozen
@@ -68,7 +28,7 @@ class _Pass:
     """One backward pass: its colour and the gradients of the recorded call outputs and of
     the extra inputs."""
 
-    colour: _Colour
+    colour: Colour
     call_grads: tuple[Tensor | None, ...]
     extra_grads: tuple[Tensor | None, ...]
 
@@ -134,7 +94,7 @@ def per_sample_jacobians(
     verify: bool,
 ) -> tuple[list[Tensor | None], list[Tensor | None]]:
     """The Jacobians `[m, *shape]` of the parameters and of the extra inputs."""
-    m = objectives.count
+    m = objectives.base_count
     slot = {id(p): i for i, p in enumerate(params)}
     jac_params: list[Tensor | None] = [None] * len(params)
     jac_extras: list[Tensor | None] = [None] * len(extras)
@@ -146,7 +106,7 @@ def per_sample_jacobians(
             for i, grad in enumerate(one.extra_grads):
                 if grad is not None:
                     jac_extras[i] = _accumulate_extra(jac_extras[i], grad, one.colour, m)
-    return jac_params, jac_extras
+    return fold_jacobians(objectives, jac_params), fold_jacobians(objectives, jac_extras)
 
 
 def per_sample_streamed(
@@ -157,11 +117,13 @@ def per_sample_streamed(
     weights_of: Callable[[Tensor], Tensor],
     *,
     verify: bool,
+    covers_extras: bool,
 ) -> tuple[Tensor, Tensor, list[Tensor | None], list[Tensor | None]]:
     """The Gramian without ever holding the whole Jacobian: keep the passes' gradients,
-    build the Jacobian one module at a time to accumulate `G`, then apply the weights
-    with one weighted product per call. Returns `G`, `w` and the updates."""
-    m = objectives.count
+    build the Jacobian one module at a time to accumulate `G` (plus the extra inputs' part
+    when `covers_extras`), then apply the weights with one weighted product per call.
+    Returns `G`, `w` and the updates."""
+    m = objectives.base_count
     passes = list(_passes(objectives, calls, params, extras, verify=verify))
     with torch.no_grad():
         by_module: dict[int, list[int]] = {}
@@ -182,10 +144,15 @@ def per_sample_streamed(
                 if jacobian is not None:
                     part = gramian_of([jacobian])
                     gramian = part if gramian is None else gramian + part
+        if covers_extras:
+            plan = [one.colour for one in passes]
+            gramian = _sum(gramian, extras_gramian(plan, [one.extra_grads for one in passes], m))
         if gramian is None:
-            raise ValueError("no parameter received a gradient from any objective")
+            raise ValueError("no input received a gradient from any objective")
+        gramian = objectives.fold_gramian(gramian)
         weights = weights_of(gramian)
-        per_pass = [_sample_weights(one.colour, weights) for one in passes]
+        base_weights = objectives.base_weights(weights)
+        per_pass = [_sample_weights(one.colour, base_weights) for one in passes]
         updates = weighted_sums(calls, passes, params, per_pass)
         extra_updates: list[Tensor | None] = [None] * len(extras)
         for one, sample_weights in zip(passes, per_pass, strict=True):
@@ -200,12 +167,12 @@ def per_sample_streamed(
                 if one.colour.single is None:
                     scaled = grad * sample_weights.to(grad.dtype).view(-1, *[1] * (grad.ndim - 1))
                 else:
-                    scaled = grad * weights[one.colour.single].to(grad.dtype)
+                    scaled = grad * base_weights[one.colour.single].to(grad.dtype)
                 extra_updates[i] = _sum(extra_updates[i], scaled)
     return gramian, weights, updates, extra_updates
 
 
-def _sample_weights(colour: _Colour, weights: Tensor) -> Tensor:
+def _sample_weights(colour: Colour, weights: Tensor) -> Tensor:
     """The weight of the objective each sample feeds in this pass (0 for none)."""
     live = colour.owner >= 0
     return torch.where(live, weights[colour.owner.clamp_min(0)], 0.0)
@@ -265,7 +232,7 @@ def _rows(jacobian: Tensor | None, m: int, like: Tensor) -> Tensor:
 def _accumulate_call(
     call: Call,
     grad: Tensor,
-    colour: _Colour,
+    colour: Colour,
     m: int,
     slot: dict[int, int],
     target: list[Tensor | None],
@@ -341,7 +308,7 @@ def _add_rows(
         target[index] = jacobian
 
 
-def _accumulate_extra(jacobian: Tensor | None, grad: Tensor, colour: _Colour, m: int) -> Tensor:
+def _accumulate_extra(jacobian: Tensor | None, grad: Tensor, colour: Colour, m: int) -> Tensor:
     jacobian = _rows(jacobian, m, grad)
     if colour.single is not None:
         jacobian[colour.single] += grad

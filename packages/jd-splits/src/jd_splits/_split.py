@@ -19,8 +19,14 @@ class HaltMode(enum.Enum):
     """Where the halting loss goes."""
 
     IN = "in"
-    """Added to the other objectives: each sample's halting loss is shared equally by the
-    live objectives that hold that sample's losses."""
+    """Added to the other objectives, as the reference did. With one objective per sample
+    (per-instance splits without pixels or stacked refinements), each sample's objective
+    gets its own halting loss. With objectives summed over the samples, each sample's
+    halting loss is spread equally over all of its atoms, so every objective gets an equal
+    part of the batch's total. With several objectives per sample (e.g. per sample and
+    pixel), every objective of the step gets an equal part of the batch's total halting
+    loss: a shared term (`ObjectiveSet.shares`). Objectives holding only halting loss
+    (unlabelled positions) are kept."""
     OUT = "out"
     """Objectives of its own, after the others (one per sample or one in total, see
     `Split.halt_instances`)."""
@@ -62,13 +68,16 @@ class Split:
     by `intermediate_weight`), samples (`instances`) and positions (`pixels`). The halting
     loss goes in, out or nowhere (`halt`). Optionally the objectives are then summed into
     `groups` random buckets of near-equal size, drawn afresh at every training step from
-    `(seed, step)`. Objectives that are identically zero (ignored positions, blank slots)
-    are dropped. Whatever the split, the objectives sum to the gradient-descent loss
-    `sum_t [sum(lm_t) + w * sum(internal_t) + sum(halt_t)]` restricted to the terms the
-    split uses.
+    `(seed, step)`. Objectives that are identically zero (masked slots, ignored positions
+    without a halting loss to share) are dropped. Whatever the split, the objectives sum to
+    the gradient-descent loss `sum_t [sum(lm_t) + w * sum(internal_t) + sum(halt_t)]`
+    restricted to the terms the split uses.
     """
 
     supervisions: bool = False
+    mean_over_steps: bool = False
+    """Divide each supervision step's losses by the number of steps (the mean over steps,
+    as the write-up's `stack_supervisions*` objectives), instead of their sum."""
     refinements: Refinements = Refinements.FINAL
     intermediate_weight: float = attrs.field(default=1.0, validator=_finite)
     instances: bool = False
@@ -107,6 +116,12 @@ class Split:
                 "pass step=<training step index>"
             )
         cells_and_halts = [self._cells(terms) for terms in steps]
+        if self.mean_over_steps:
+            share = 1.0 / len(steps)
+            cells_and_halts = [
+                (cells * share, None if halt is None else halt * share)
+                for cells, halt in cells_and_halts
+            ]
         if not self.supervisions:
             cells_and_halts = [_sum_steps(cells_and_halts)]
         raw = [self._block(cells, halt) for cells, halt in cells_and_halts]
@@ -159,8 +174,8 @@ class Split:
             return [(terms.lm, 1.0), *stacked]
         return stacked
 
-    def _block(self, cells: Tensor, halt: Tensor | None) -> tuple[Tensor, Tensor, int]:
-        """Atoms `[B, K]`, their objective ids `[B, K]` and the number of ids."""
+    def _block(self, cells: Tensor, halt: Tensor | None) -> _Raw:
+        """The atoms of one supervision step, with the halting loss in or beside them."""
         batch, refinements, positions = cells.shape
         per_sample = refinements * positions
         device = cells.device
@@ -172,57 +187,91 @@ class Split:
             count = per_sample
         atoms = cells.reshape(batch, per_sample)
         if halt is None:
-            return atoms, ids, count
+            return _Raw(atoms, ids, count, _live_ids(atoms, ids, count))
+        halt = halt.to(atoms.dtype)
+        if self.halt is HaltMode.IN and self.instances and per_sample > 1:
+            # Every objective holds an equal part of the batch's total halting loss, as the
+            # reference did: a shared term. Every objective of a real sample counts, even
+            # one holding no loss of its own.
+            real = (atoms.detach() != 0).any(1) | (halt.detach() != 0)
+            return _Raw(atoms, ids, count, real.repeat_interleave(per_sample), shared=halt)
         if self.halt is HaltMode.IN:
-            live = torch.zeros(count, dtype=torch.bool, device=device)
-            live[ids[atoms.detach() != 0]] = True
-            holds = live[ids].to(atoms.dtype)
-            holders = holds.sum(1, keepdim=True)
-            # A sample with no live objective spreads its halting loss over all of its own.
-            share = torch.where(holders > 0, holds / holders.clamp_min(1), 1.0 / per_sample)
-            return atoms + halt[:, None].to(atoms.dtype) * share, ids, count
+            atoms = atoms + halt[:, None] / per_sample
+            return _Raw(atoms, ids, count, _live_ids(atoms, ids, count))
         if self.halt_instances:
             halt_ids = count + torch.arange(batch, device=device)
             count += batch
         else:
             halt_ids = torch.full((batch,), count, device=device)
             count += 1
-        atoms = torch.cat([atoms, halt[:, None].to(atoms.dtype)], 1)
-        return atoms, torch.cat([ids, halt_ids[:, None]], 1), count
+        atoms = torch.cat([atoms, halt[:, None]], 1)
+        ids = torch.cat([ids, halt_ids[:, None]], 1)
+        return _Raw(atoms, ids, count, _live_ids(atoms, ids, count))
 
-    def _finalise(self, raw: list[tuple[Tensor, Tensor, int]], step: int | None) -> ObjectiveSet:
+    def _finalise(self, raw: list[_Raw], step: int | None) -> ObjectiveSet:
         """Drop identically-zero objectives, group, renumber and sum the atoms."""
-        offsets = [0]
-        for _, _, count in raw:
-            offsets.append(offsets[-1] + count)
-        total = offsets[-1]
-        device = raw[0][0].device
-        live = torch.zeros(total, dtype=torch.bool, device=device)
-        global_ids = []
-        for (atoms, ids, _), offset in zip(raw, offsets[:-1], strict=True):
-            ids = ids + offset
-            global_ids.append(ids)
-            live[ids[atoms.detach() != 0]] = True
+        live = torch.cat([r.live for r in raw])
+        total = live.numel()
         live_count = int(live.sum())
         new_id = torch.cumsum(live, 0) - 1
         if self.groups is not None and live_count > 0:
             assert step is not None
             generator = torch.Generator().manual_seed(step_seed(self.seed, step))
-            bucket = random_buckets(live_count, self.groups, generator).to(device)
+            bucket = random_buckets(live_count, self.groups, generator).to(live.device)
             new_id = bucket[new_id.clamp_min(0)]
             count = min(self.groups, live_count)
         else:
             count = live_count
+        sharing = sum(r.shared is not None for r in raw)
+        dtype = raw[0].atoms.dtype
+        shares = live.new_zeros((count, sharing), dtype=dtype) if sharing else None
         blocks = []
-        values = None
-        for (atoms, _, _), ids in zip(raw, global_ids, strict=True):
-            index = torch.where(atoms.detach() != 0, new_id[ids], -1)
+        values = raw[0].atoms.new_zeros(count + sharing)
+        offset = column = 0
+        for r in raw:
+            ids = new_id[offset : offset + r.count]
+            index = torch.where(r.atoms.detach() != 0, ids[r.ids], -1)
+            atoms = r.atoms
+            if r.shared is not None:
+                assert shares is not None
+                alive = r.live.nonzero().squeeze(1)
+                # Each objective's share is 1 / (objectives of its step); a bucket holds
+                # the shares of its members.
+                part = shares.new_full((alive.numel(),), 1 / max(alive.numel(), 1))
+                shares[:, column].index_add_(0, ids[alive], part)
+                shared_id = torch.where(r.shared.detach() != 0, count + column, -1)
+                atoms = torch.cat([atoms, r.shared[:, None]], 1)
+                index = torch.cat([index, shared_id[:, None]], 1)
+                column += 1
             blocks.append(ObjectiveBlock(atoms, index))
             used = index >= 0
-            part = atoms.new_zeros(count).index_add(0, index[used], atoms[used])
-            values = part if values is None else values + part
-        assert values is not None
-        return ObjectiveSet(values=values, blocks=tuple(blocks), dropped=total - live_count)
+            values = values.index_add(0, index[used], atoms[used])
+            offset += r.count
+        if shares is not None:
+            values = values[:count] + shares @ values[count:]
+        return ObjectiveSet(
+            values=values, blocks=tuple(blocks), dropped=total - live_count, shares=shares
+        )
+
+
+@attrs.frozen
+class _Raw:
+    """The atoms of one supervision step before dropping and grouping: `ids` number its
+    `count` objectives, `live` marks those kept, `shared` holds each sample's part of a
+    term shared by all of them (see `ObjectiveSet.shares`)."""
+
+    atoms: Tensor
+    ids: Tensor
+    count: int
+    live: Tensor
+    shared: Tensor | None = None
+
+
+def _live_ids(atoms: Tensor, ids: Tensor, count: int) -> Tensor:
+    """The objectives holding a non-zero atom."""
+    live = torch.zeros(count, dtype=torch.bool, device=atoms.device)
+    live[ids[atoms.detach() != 0]] = True
+    return live
 
 
 def _sum_steps(cells_and_halts: list[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor | None]:

@@ -16,13 +16,20 @@ import attrs
 from attrs import validators as v
 
 import trm_model
-from jd_splits import ENGINE_NAMES, SPLIT_NAMES, EngineName, Refinements, get_split
+from jd_splits import (
+    ENGINE_NAMES,
+    JACOBIAN_COVERS,
+    SPLIT_NAMES,
+    EngineName,
+    JacobianCovers,
+    Refinements,
+    get_split,
+)
 
 from ._failure_weights import FAILURE_RULES, FailureRule
 from ._metrics_log import LoggingConfig
 
 DeviceName = Literal["auto", "cpu", "cuda"]
-JacobianCovers = Literal["all", "parameters"]
 
 # The write-up limited the unrolled `stack_supervisions*` runs to T = 4 steps (memory).
 _STACKED_SUPERVISION_STEPS = 4
@@ -72,9 +79,7 @@ class ObjectiveConfig:
     intermediate_weight: float = attrs.field(default=1e-4, validator=v.ge(0.0))
     # "all": the puzzle-embedding rows of the batch enter the Jacobian (and so UPGrad's
     # weights) beside the weights, as in the write-up; "parameters": the weights only.
-    jacobian_covers: JacobianCovers = attrs.field(
-        default="all", validator=v.in_(("all", "parameters"))
-    )
+    jacobian_covers: JacobianCovers = attrs.field(default="all", validator=v.in_(JACOBIAN_COVERS))
 
     @property
     def uses_internal_losses(self) -> bool:

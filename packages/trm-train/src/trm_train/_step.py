@@ -4,7 +4,7 @@ Carry mode (every split but `stack_supervisions*`): the carry persists across ba
 each micro-batch refills the halted slots with new samples and runs one supervision
 step. Stacked mode: each micro-batch starts a fresh carry and unrolls T =
 `halt_max_steps` steps, keeping every step's graph, so the split sees one `LossTerms`
-per step; each step's loss is divided by T (the write-up's mean over steps).
+per step (whose `stack_supervisions*` presets divide each step's loss by T).
 
 Under DDP each rank runs JD on its own objectives and `JacobianDescent` averages the
 ranks' updates (one all-reduce per micro-batch); the puzzle-embedding rows' gradients
@@ -135,7 +135,7 @@ def _micro_step(
             carry = out.carry
         objectives = trainer.split.objectives([o.losses for o in outputs], step=objective_step)
         diagnostics = trainer.jd.backward(
-            objectives, extra_inputs=[rows], scale=1.0 / (local_batch * accum * unrolled)
+            objectives, extra_inputs=[rows], scale=1.0 / (local_batch * accum)
         )
     if not stacked:
         trainer.carry = carry

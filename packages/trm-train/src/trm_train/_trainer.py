@@ -186,7 +186,11 @@ def build_trainer(config: TrainConfig, runtime: Distributed, *, resume: bool = F
     )
     try:
         jd = JacobianDescent(
-            wrapped, aggregator=objective.aggregator, engine=objective.engine, split=split
+            wrapped,
+            aggregator=objective.aggregator,
+            engine=objective.engine,
+            split=split,
+            jacobian_covers=objective.jacobian_covers,
         )
     except TypeError as error:  # an aggregator whose constructor needs arguments
         raise ValueError(
