@@ -24,6 +24,7 @@ _RESUMABLE = {
     "data",
     "steps",
     "eval_every",
+    "eval_batch_size",
     "wandb",
     "wandb_project",
     "device",
@@ -178,6 +179,12 @@ _MODEL_FIELDS = {
     default=None,
     help="Evaluate the EMA weights on the test split every N steps (and at the end).",
 )
+@click.option(
+    "--eval-batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Global batch of the evaluation (the last batch is padded to it).",
+)
 @click.option("--lr", type=click.FloatRange(min=0), default=None, help="AdamATan2 learning rate.")
 @click.option("--ema/--no-ema", default=None, help="Keep an EMA of the weights for evaluation.")
 @click.option(
@@ -254,7 +261,8 @@ _MODEL_FIELDS = {
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
     help="Continue this run from its latest checkpoint (bit-exact on CPU). Only "
-    "--data, --steps, --eval-every, --device and the W&B options may change.",
+    "--data, --steps, --eval-every, --eval-batch-size, --device and the W&B options may "
+    "change.",
 )
 @click.option(
     "--wandb",
@@ -316,6 +324,7 @@ def _config_from_options(options: dict[str, Any], given: set[str]) -> tuple[Trai
             **_given(
                 steps=options["steps"],
                 eval_every=options["eval_every"],
+                eval_batch_size=options["eval_batch_size"],
                 device=options["device"],
             ),
         )
@@ -373,6 +382,7 @@ def _config_from_options(options: dict[str, Any], given: set[str]) -> tuple[Trai
             steps=steps,
             grad_accum=options["grad_accum"],
             eval_every=options["eval_every"],
+            eval_batch_size=options["eval_batch_size"],
             seed=options["seed"],
             device=options["device"],
             compile=options["compile_"],
