@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+import zarr
+import zarr.storage
 
 from arc_data import IGNORE_LABEL, Split, TrainSampler, iter_test_batches, open_store
 
@@ -247,3 +249,144 @@ def test_test_batches_are_sequential_and_padded(arc2_eval_store: Path, world_siz
             assert not (pad[:-1] & real[1:]).any()
             seen += batch.example_indices[real].tolist()
     assert seen == list(range(split.num_examples))
+
+
+def _hand_split(versions: int, size: int, groups: int = 4) -> Split:
+    """`groups` groups of `versions` versions of `size` examples each: puzzle p (identifier
+    p + 1) holds examples p * size .. (p + 1) * size - 1, group g puzzles g * versions on."""
+    root = zarr.group(store=zarr.storage.MemoryStore())
+    puzzles = groups * versions
+    root.create_array("inputs", data=np.zeros((puzzles * size, 1), np.uint8))
+    root.create_array("labels", data=np.zeros((puzzles * size, 1), np.uint8))
+    root.create_array("puzzle_offsets", data=np.arange(0, puzzles * size + 1, size))
+    root.create_array("puzzle_identifiers", data=np.arange(1, puzzles + 1, dtype=np.int32))
+    root.create_array("group_offsets", data=np.arange(0, puzzles + 1, versions))
+    return Split("train", root, in_memory=True)
+
+
+def test_no_examples_per_draw_keeps_todays_batches() -> None:
+    # 4 groups of 2 versions of 3 examples, batches of 4; recorded from the sampler before
+    # `examples_per_draw` existed. Each batch is a whole version (3 examples) then the
+    # start of the next group's version, cut: e.g. [13, 14, 12] is puzzle 4 (group 2).
+    split = _hand_split(versions=2, size=3)
+    weights = np.array([0, 1, 2, 3, 4, 0, 1, 1, 2.0])
+    for sampler in (
+        TrainSampler(split, 4, seed=0),
+        TrainSampler(split, 4, seed=0, examples_per_draw=None),
+    ):
+        assert [b.tolist() for b in sampler.plan_epoch(0)] == [[13, 14, 12, 4], [9, 10, 11, 22]]
+        assert [b.tolist() for b in sampler.plan_epoch(1, weights)] == [
+            [20, 19, 18, 6],
+            [23, 22, 21, 18],
+        ]
+    shuffled = TrainSampler(split, 4, seed=0, weight_groups=False)
+    assert [b.tolist() for b in shuffled.plan_epoch(1, weights)] == [
+        [21, 22, 23, 0],
+        [17, 16, 15, 10],
+    ]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_each_draw_adds_at_most_k_examples(seed: int) -> None:
+    # 4 groups of one version of 6 examples, batches of 4, K = 2: each group is drawn 3
+    # times, 12 runs of 2 examples, 24 examples, so 6 batches of 2 runs each, and every
+    # example comes exactly once per epoch.
+    split = _hand_split(versions=1, size=6)
+    sampler = TrainSampler(split, 4, seed=seed, examples_per_draw=2)
+    assert sampler.batches_in_epoch() == 6
+    for epoch in range(3):
+        plan = sampler.plan_epoch(epoch)
+        assert len(plan) == 6
+        for batch in plan:
+            groups = batch // 6
+            assert groups[0] == groups[1] and groups[2] == groups[3]
+        assert sorted(np.concatenate(plan).tolist()) == list(range(24))
+
+
+@pytest.mark.parametrize("k", [4, 5, 6, 10])
+def test_draws_that_do_not_fit_run_on_into_the_next_batch(k: int) -> None:
+    # Runs of K = 4 (then 2), 5 (then 1) or the whole 6 do not split batches of 4
+    # evenly: nothing is cut, the epoch still holds all 24 examples in 6 batches.
+    split = _hand_split(versions=1, size=6)
+    plan = TrainSampler(split, 4, seed=1, examples_per_draw=k).plan_epoch(0)
+    assert len(plan) == 6 and all(len(batch) == 4 for batch in plan)
+    assert sorted(np.concatenate(plan).tolist()) == list(range(24))
+
+
+def test_draws_cover_a_groups_positions_across_versions() -> None:
+    # 4 groups of 2 versions of 3 examples, K = 2: each group is drawn twice (runs of 2
+    # then 1) from versions picked afresh, 12 examples in 3 batches of 4; a group's 3
+    # positions come once each, every run from a single version.
+    split = _hand_split(versions=2, size=3)
+    sampler = TrainSampler(split, 4, seed=0, examples_per_draw=2)
+    for epoch in range(5):
+        stream = np.concatenate(sampler.plan_epoch(epoch))
+        assert len(stream) == 12
+        for group in range(4):
+            mine = stream[stream // 6 == group]
+            assert sorted((mine % 3).tolist()) == [0, 1, 2]
+        # Version weights still pick the version: only version 0 (identifiers 1, 3, 5, 7)
+        # weighs, so the epoch is exactly the version-0 examples.
+        weights = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0.0])
+        shuffled = TrainSampler(split, 4, seed=0, weight_groups=False, examples_per_draw=2)
+        picked = np.concatenate(shuffled.plan_epoch(epoch, weights))
+        assert sorted(picked.tolist()) == [0, 1, 2, 6, 7, 8, 12, 13, 14, 18, 19, 20]
+
+
+def test_weighted_groups_with_k_go_through_a_groups_positions() -> None:
+    # Only group 3 weighs: the epoch's 4 x 3 draws are all of group 3, runs of 2 going
+    # through one random order of its examples 18..23 after another: 24 examples, 6
+    # batches, each 6 in a row a permutation of 18..23.
+    split = _hand_split(versions=1, size=6)
+    weights = np.array([0, 0, 0, 0, 1.0])
+    stream = np.concatenate(
+        TrainSampler(split, 4, seed=2, examples_per_draw=2).plan_epoch(0, weights)
+    )
+    assert len(stream) == 24
+    for start in range(0, 24, 6):
+        assert sorted(stream[start : start + 6].tolist()) == list(range(18, 24))
+
+
+def test_rank_slices_with_k_concatenate_to_the_global_batch() -> None:
+    split = _hand_split(versions=1, size=6)
+    single = TrainSampler(split, 4, seed=5, examples_per_draw=2)
+    ranks = [
+        TrainSampler(split, 4, seed=5, rank=r, world_size=2, examples_per_draw=2) for r in range(2)
+    ]
+    for _ in range(8):  # past the epoch's 6 batches
+        whole = next(single).example_indices
+        parts = [next(r).example_indices for r in ranks]
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_k_sampling_resumes_exactly_mid_epoch(arc2_eval_store: Path, weighted: bool) -> None:
+    store = open_store(arc2_eval_store)
+    split = store.train
+    weights = np.linspace(0.1, 1.0, store.metadata.num_puzzle_identifiers) if weighted else None
+
+    def make(k: int = 3) -> TrainSampler:
+        return TrainSampler(split, 40, seed=4, weights=weights, examples_per_draw=k)
+
+    per_epoch = make().batches_in_epoch()
+    if not weighted:  # every group's examples once: a version's size summed over groups
+        sizes = np.diff(split.puzzle_offsets)[split.group_offsets[:-1]]
+        assert per_epoch == int(sizes.sum()) // 40
+    sampler = make()
+    straight = [next(sampler).example_indices for _ in range(per_epoch + 3)]
+    assert sampler.epoch == 1
+    interrupted = make()
+    head = [next(interrupted).example_indices for _ in range(per_epoch // 2)]
+    resumed = make()
+    resumed.load_state_dict(interrupted.state_dict())
+    tail = [next(resumed).example_indices for _ in range(len(straight) - len(head))]
+    for a, b in zip(straight, head + tail, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="examples_per_draw=3"):
+        make(2).load_state_dict(interrupted.state_dict())
+
+
+@pytest.mark.parametrize("k", [0, -2])
+def test_examples_per_draw_must_be_positive(k: int) -> None:
+    with pytest.raises(ValueError, match=f"examples per draw must be at least 1.*got {k}"):
+        TrainSampler(_hand_split(versions=1, size=6), 4, seed=0, examples_per_draw=k)
