@@ -189,3 +189,22 @@ def test_fine_tuning_an_act_checkpoint_into_the_no_act_model_drops_the_q_head(
         "--steps", "1", "--out", str(tmp_path / "bad"),
     )  # fmt: skip
     assert code == 2 and "nothing.pt" in output
+
+
+def test_examples_per_draw_reaches_the_sampler_and_the_epoch_size(
+    store_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    code, output = run(
+        "--data", str(store_path), "--examples-per-draw", "1", "--epochs", "1",
+        "--batch-size", "4", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    config = read_run_config(out)
+    assert config.data.examples_per_draw == 1
+    store = arc_data.open_store(store_path)
+    sampler = arc_data.TrainSampler(store.train, 4, seed=0, examples_per_draw=1)
+    # An epoch still covers every task's examples once: 4 tasks x 2 demonstrations of the
+    # drawn version (of 3) in batches of 4.
+    assert store.train.num_examples == 4 * 2 * 3
+    assert config.loop.steps == sampler.batches_in_epoch() == 2

@@ -1,51 +1,20 @@
-"""`trm-train`: options become a `TrainConfig` here, in one place; `train` does the rest."""
+"""`trm-train`: the options (`config_from_options` makes them a `TrainConfig`) and `main`."""
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
-import attrs
 import click
 
 import arc_data
 from jd_splits import AGGREGATOR_NAMES, ENGINE_NAMES, SPLIT_NAMES
 
-from ._config import RECIPES, TrainConfig
+from ._cli_config import config_from_options
+from ._config import RECIPES
 from ._distributed import init_distributed, shutdown_distributed
 from ._loop import TrainingError, train
-from ._run import read_run_config
-
-# Options that may change when resuming a run; every other one is fixed by the run.
-_RESUMABLE = {
-    "resume",
-    "data",
-    "steps",
-    "eval_every",
-    "eval_batch_size",
-    "wandb",
-    "wandb_project",
-    "device",
-    "progress",
-}
-
-# Option name -> TRMConfig field, for the architecture overrides.
-_MODEL_FIELDS = {
-    "hidden_size": "hidden_size",
-    "num_heads": "num_heads",
-    "l_layers": "L_layers",
-    "h_cycles": "H_cycles",
-    "l_cycles": "L_cycles",
-    "halt_max_steps": "halt_max_steps",
-    "act_mode": "act_mode",
-    "internal_losses": "internal_losses",
-    "dropout": "dropout",
-    "differential_loss": "differential_loss",
-    "carry_perturbation": "carry_perturbation",
-    "dtype": "forward_dtype",
-}
 
 
 @click.command(
@@ -164,6 +133,13 @@ _MODEL_FIELDS = {
     help="Global batch size (over all ranks) per micro-step.",
 )
 @click.option(
+    "--examples-per-draw",
+    type=click.IntRange(min=1),
+    default=None,
+    help="At most K examples per draw of a task, so a batch spans more tasks [default: all "
+    "of the drawn version's, TRM's rule]. An epoch still covers every example once.",
+)
+@click.option(
     "--grad-accum", type=click.IntRange(min=1), default=None, help="Micro-steps per optimizer step."
 )
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps.")
@@ -185,7 +161,41 @@ _MODEL_FIELDS = {
     default=None,
     help="Global batch of the evaluation (the last batch is padded to it).",
 )
-@click.option("--lr", type=click.FloatRange(min=0), default=None, help="AdamATan2 learning rate.")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam_atan2", "adamw", "sgd"]),
+    default=None,
+    help="Optimizer of the weights [default: adam_atan2, TRM's]. adam_atan2 is invariant to "
+    "a positive rescaling of the update, so JD acts through its direction only; with sgd "
+    "(the TorchJD paper's setting) the update's size matters too.",
+)
+@click.option(
+    "--lr", type=click.FloatRange(min=0), default=None, help="Learning rate of the weights."
+)
+@click.option(
+    "--momentum", type=click.FloatRange(0, 1, max_open=True), default=None, help="SGD momentum."
+)
+@click.option(
+    "--weight-decay",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Weight decay of the weights.",
+)
+@click.option(
+    "--warmup-steps", type=click.IntRange(min=0), default=None, help="Linear warm-up steps."
+)
+@click.option(
+    "--lr-min-ratio",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Cosine decay after warm-up to this share of the rate (1: constant).",
+)
+@click.option(
+    "--puzzle-emb-lr",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="SignSGD learning rate of the puzzle embeddings.",
+)
 @click.option("--ema/--no-ema", default=None, help="Keep an EMA of the weights for evaluation.")
 @click.option(
     "--dropout",
@@ -284,7 +294,7 @@ def main(**options: Any) -> None:
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
     }
     try:
-        config, run_dir = _config_from_options(options, given)
+        config, run_dir = config_from_options(options, given)
         runtime = init_distributed(config.loop.device, timeout_s=config.loop.distributed_timeout_s)
     except (ValueError, FileNotFoundError, arc_data.ArcDataError) as error:
         raise click.UsageError(str(error)) from error
@@ -306,104 +316,3 @@ def main(**options: Any) -> None:
     shutdown_distributed(runtime)
     if runtime.is_main:
         click.echo(f"trained {summary.steps} steps; run directory: {summary.run_dir}")
-
-
-def _config_from_options(options: dict[str, Any], given: set[str]) -> tuple[TrainConfig, Path]:
-    if options["resume"] is not None:
-        fixed = sorted(given - _RESUMABLE)
-        if fixed:
-            raise ValueError(
-                "a resumed run keeps its configuration; remove "
-                + ", ".join("--" + name.rstrip("_").replace("_", "-") for name in fixed)
-            )
-        run_dir = Path(options["resume"])
-        config = read_run_config(run_dir)
-        data = attrs.evolve(config.data, store=options["data"] or config.data.store)
-        loop = attrs.evolve(
-            config.loop,
-            **_given(
-                steps=options["steps"],
-                eval_every=options["eval_every"],
-                eval_batch_size=options["eval_batch_size"],
-                device=options["device"],
-            ),
-        )
-        logging = attrs.evolve(
-            config.logging, **_given(wandb=options["wandb"], wandb_project=options["wandb_project"])
-        )
-        return attrs.evolve(config, data=data, loop=loop, logging=logging), run_dir
-
-    if options["data"] is None:
-        raise ValueError("--data STORE is required (build one with `arc-data build`)")
-    if options["steps"] is not None and options["epochs"] is not None:
-        raise ValueError("give --steps or --epochs, not both")
-    store = arc_data.open_store(options["data"])
-    meta = store.metadata
-    config = RECIPES[options["recipe"]](
-        meta.num_puzzle_identifiers, meta.seq_len, options["data"], options["split"]
-    )
-    model = attrs.evolve(
-        config.model, **_given(**{field: options[name] for name, field in _MODEL_FIELDS.items()})
-    )
-    objective = attrs.evolve(
-        config.objective,
-        **_given(
-            aggregator=options["aggregator"],
-            engine=options["engine"],
-            groups=options["groups"],
-            intermediate_weight=options["intermediate_weight"],
-            jacobian_covers=options["jacobian_covers"],
-        ),
-    )
-    if objective.uses_internal_losses and not model.cycle_outputs:
-        # The ACT model reads every cycle out only when asked to.
-        model = attrs.evolve(model, intermediate_outputs=True)
-    data = attrs.evolve(
-        config.data,
-        **_given(
-            global_batch_size=options["batch_size"],
-            failure_weighted_sampling=options["failure_weighted_sampling"],
-            failure_weighting=options["failure_weighting"],
-        ),
-    )
-    optim = attrs.evolve(
-        config.optim,
-        **_given(lr=options["lr"], ema=options["ema"], freeze_weights=options["freeze_weights"]),
-    )
-    seed = config.loop.seed if options["seed"] is None else options["seed"]
-    steps = options["steps"]
-    if options["epochs"] is not None:
-        per_epoch = arc_data.TrainSampler(store.train, data.global_batch_size, seed=seed)
-        accum = options["grad_accum"] or config.loop.grad_accum
-        steps = max(1, math.ceil(options["epochs"] * per_epoch.batches_in_epoch() / accum))
-    loop = attrs.evolve(
-        config.loop,
-        **_given(
-            steps=steps,
-            grad_accum=options["grad_accum"],
-            eval_every=options["eval_every"],
-            eval_batch_size=options["eval_batch_size"],
-            seed=options["seed"],
-            device=options["device"],
-            compile=options["compile_"],
-        ),
-    )
-    logging = attrs.evolve(
-        config.logging, **_given(wandb=options["wandb"], wandb_project=options["wandb_project"])
-    )
-    config = TrainConfig(
-        model=model,
-        optim=optim,
-        objective=objective,
-        data=data,
-        loop=loop,
-        logging=logging,
-        init_from=options["init_from"],
-    )
-    run_dir = options["out"] or Path("runs") / f"{objective.split}-seed{loop.seed}"
-    return config, run_dir
-
-
-def _given(**changes: Any) -> dict[str, Any]:
-    """The changes for `attrs.evolve`, without the options the user did not give (None)."""
-    return {key: value for key, value in changes.items() if value is not None}

@@ -28,6 +28,7 @@ from jd_splits import (
 
 from ._failure_weights import FAILURE_RULES, FailureRule
 from ._metrics_log import LoggingConfig
+from ._optimizers import OPTIMIZER_NAMES, OptimizerName
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 
@@ -39,17 +40,21 @@ _STACKED_CARRY_PERTURBATION = 0.001
 
 @attrs.frozen(kw_only=True)
 class OptimConfig:
-    """AdamATan2 for the weights, sparse SignSGD for the puzzle embedding, one schedule.
+    """AdamATan2 (or `optimizer`) for the weights, sparse SignSGD for the puzzle
+    embedding, one schedule.
 
     The i-th optimizer step (1-based) uses `lr * i / warmup_steps` during warm-up, then a
     cosine from `lr` down to `lr_min_ratio * lr` at the last step (1.0: constant).
     """
 
+    optimizer: OptimizerName = attrs.field(default="adam_atan2", validator=v.in_(OPTIMIZER_NAMES))
     lr: float = attrs.field(default=1e-4, validator=v.ge(0.0))
     puzzle_emb_lr: float = attrs.field(default=1e-2, validator=v.ge(0.0))
     weight_decay: float = attrs.field(default=0.1, validator=v.ge(0.0))
     puzzle_emb_weight_decay: float = attrs.field(default=0.1, validator=v.ge(0.0))
     betas: tuple[float, float] = attrs.field(default=(0.9, 0.95), converter=tuple)
+    # SGD only.
+    momentum: float = attrs.field(default=0.0, validator=v.and_(v.ge(0.0), v.lt(1.0)))
     warmup_steps: int = attrs.field(default=2000, validator=v.ge(0))
     lr_min_ratio: float = attrs.field(default=1.0, validator=v.and_(v.ge(0.0), v.le(1.0)))
     ema: bool = True
@@ -98,6 +103,9 @@ class ObjectiveConfig:
 class DataConfig:
     store: Path = attrs.field(converter=Path)
     global_batch_size: int = attrs.field(default=768, validator=v.gt(0))
+    # At most this many examples per draw of a task (None: all of the drawn version's, TRM's
+    # rule); an epoch still covers every example once.
+    examples_per_draw: int | None = attrs.field(default=None, validator=v.optional(v.gt(0)))
     # Draw tasks the model got wrong more often (see `FailureWeights`).
     failure_weighted_sampling: bool = False
     # "accumulated" (the write-up's): weight 1 - correct / (total + 1) from run-long

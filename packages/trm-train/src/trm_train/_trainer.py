@@ -18,12 +18,12 @@ import arc_data
 import trm_model
 from jd_splits import JacobianDescent, Split, get_split
 
-from ._adam_atan2 import make_adam_atan2
 from ._config import TrainConfig
 from ._distributed import Distributed
 from ._ema import ParameterEMA
 from ._failure_weights import FailureWeights
 from ._init_from import load_initial_weights
+from ._optimizers import make_optimizer
 from ._schedule import warmup_cosine_scheduler
 
 
@@ -208,11 +208,13 @@ def build_trainer(config: TrainConfig, runtime: Distributed, *, resume: bool = F
         forward = torch.compile(model)
 
     optim = config.optim
-    optimizer = make_adam_atan2(
+    optimizer = make_optimizer(
+        optim.optimizer,
         model.parameters(),
         lr=optim.lr,
         betas=optim.betas,
         weight_decay=optim.weight_decay,
+        momentum=optim.momentum,
         device=device,
     )
     scheduler = warmup_cosine_scheduler(
@@ -243,6 +245,7 @@ def build_trainer(config: TrainConfig, runtime: Distributed, *, resume: bool = F
         world_size=runtime.world_size,
         weights=None if failure_weights is None else failure_weights.weights.copy(),
         weight_groups=config.data.failure_weighting == "latest",
+        examples_per_draw=config.data.examples_per_draw,
     )
     return Trainer(
         config=config,
