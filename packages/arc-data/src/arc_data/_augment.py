@@ -1,13 +1,17 @@
-"""Invertible augmentations: the 8 dihedral transforms and permutations of colours 1..9."""
+"""Invertible augmentations: the 8 dihedral transforms and permutations of colours 1..9,
+and for Sudoku tasks reorderings of rows and columns that keep the puzzle valid."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import attrs
 import numpy as np
 import numpy.typing as npt
 
+from arc_data._sudoku import draw_symmetry
 from arc_data._task import Grid, Task
 
 DIHEDRAL_NAMES = (
@@ -25,8 +29,18 @@ DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)
 IDENTITY_PERMUTATION = tuple(range(10))
 RETRY_FACTOR = 5
 
+Cell = TypeVar("Cell", bound=np.generic)
+# (dihedral transform, colour permutation, row order, column order) of one version; the
+# orders are None for tasks whose augmentations do not reorder lines.
+Candidate = tuple[
+    int, npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None, npt.NDArray[np.uint8] | None
+]
+# A family of augmentations: its identity, a draw from a generator, and the content key
+# that tells versions apart.
+Family = tuple[Candidate, Callable[[np.random.Generator], Candidate], Callable[[Candidate], bytes]]
 
-def dihedral(grid: Grid, transform: int) -> Grid:
+
+def dihedral(grid: npt.NDArray[Cell], transform: int) -> npt.NDArray[Cell]:
     """One of the 8 symmetries of the square, by index into `DIHEDRAL_NAMES` (a view).
 
     rot90 turns counter-clockwise like `np.rot90`; anti_transpose is `fliplr(rot90(grid))`.
@@ -50,12 +64,40 @@ def dihedral(grid: Grid, transform: int) -> Grid:
     raise ValueError(f"dihedral transform {transform} is not in 0..7")
 
 
+def _canonical_order(order: Iterable[int]) -> tuple[int, ...]:
+    # Trailing lines that stay in place change nothing: without them, orders that act
+    # alike compare equal, and an order fits any grid with at least its length of lines.
+    values = [int(v) for v in order]
+    while values and values[-1] == len(values) - 1:
+        values.pop()
+    return tuple(values)
+
+
+def _check_order(
+    _: object, attribute: attrs.Attribute[tuple[int, ...]], value: tuple[int, ...]
+) -> None:
+    if sorted(value) != list(range(len(value))):
+        raise ValueError(f"{attribute.name} {value} is not a permutation of 0..{len(value) - 1}")
+
+
 @attrs.frozen
 class Augmentation:
-    """A dihedral transform and a colour permutation (background 0 stays 0)."""
+    """A reordering of rows and columns, a dihedral transform and a colour permutation
+    (background 0 stays 0), applied in this order.
+
+    Row i of the reordered grid is row `row_order[i]` of the original; rows from
+    `len(row_order)` on stay in place (columns alike). ARC tasks are never reordered;
+    Sudoku tasks permute bands and the rows within each band (stacks and columns alike).
+    """
 
     transform: int = attrs.field(default=0)
     colours: tuple[int, ...] = attrs.field(default=IDENTITY_PERMUTATION)
+    row_order: tuple[int, ...] = attrs.field(
+        default=(), converter=_canonical_order, validator=_check_order
+    )
+    col_order: tuple[int, ...] = attrs.field(
+        default=(), converter=_canonical_order, validator=_check_order
+    )
 
     @transform.validator
     def _check_transform(self, _: attrs.Attribute[int], value: int) -> None:
@@ -69,41 +111,107 @@ class Augmentation:
 
     @property
     def is_identity(self) -> bool:
-        return self.transform == 0 and self.colours == IDENTITY_PERMUTATION
+        return (
+            self.transform == 0
+            and self.colours == IDENTITY_PERMUTATION
+            and not self.row_order
+            and not self.col_order
+        )
 
     def apply(self, grid: Grid) -> Grid:
         """Original frame -> augmented frame."""
+        reordered = _reorder(grid, self.row_order, self.col_order)
         return np.ascontiguousarray(
-            np.asarray(self.colours, dtype=np.uint8)[dihedral(grid, self.transform)]
+            np.asarray(self.colours, dtype=np.uint8)[dihedral(reordered, self.transform)]
         )
 
     def invert(self, grid: Grid) -> Grid:
-        """Augmented frame -> original frame: inverse dihedral, then inverse colours."""
+        """Augmented frame -> original frame: inverse dihedral, inverse colours, then the
+        inverse reordering."""
         inverse_colours = np.argsort(np.asarray(self.colours)).astype(np.uint8)
-        restored = dihedral(grid, DIHEDRAL_INVERSE[self.transform])
-        return np.ascontiguousarray(inverse_colours[restored])
+        restored = inverse_colours[dihedral(grid, DIHEDRAL_INVERSE[self.transform])]
+        rows, cols = (tuple(np.argsort(o).tolist()) for o in (self.row_order, self.col_order))
+        return np.ascontiguousarray(_reorder(restored, rows, cols))
 
     def describe(self) -> str:
-        return f"{DIHEDRAL_NAMES[self.transform]}, colours {''.join(map(str, self.colours))}"
+        text = f"{DIHEDRAL_NAMES[self.transform]}, colours {''.join(map(str, self.colours))}"
+        if self.row_order or self.col_order:
+            text += f", rows {_listing(self.row_order)}, columns {_listing(self.col_order)}"
+        return text
+
+
+@attrs.frozen(eq=False)
+class Versions:
+    """One task's augmentations as arrays, version 0 the identity: dihedral transforms
+    `[V]`, colour permutations `[V, 10]` and row and column orders `[V, n]` (both None for
+    tasks whose augmentations do not reorder lines)."""
+
+    transforms: npt.NDArray[np.uint8]
+    colours: npt.NDArray[np.uint8]
+    row_orders: npt.NDArray[np.uint8] | None = None
+    col_orders: npt.NDArray[np.uint8] | None = None
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __getitem__(self, index: slice) -> Versions:
+        return Versions(
+            self.transforms[index],
+            self.colours[index],
+            None if self.row_orders is None else self.row_orders[index],
+            None if self.col_orders is None else self.col_orders[index],
+        )
+
+    def augmentation(self, k: int) -> Augmentation:
+        return Augmentation(
+            int(self.transforms[k]),
+            tuple(int(c) for c in self.colours[k]),
+            () if self.row_orders is None else self.row_orders[k].tolist(),
+            () if self.col_orders is None else self.col_orders[k].tolist(),
+        )
 
 
 def sample_augmentations(task: Task, num_aug: int, rng: np.random.Generator) -> list[Augmentation]:
     """The identity followed by up to `num_aug` augmentations giving distinct task contents.
 
     Candidates whose augmented task equals one already kept (symmetric tasks, unused
-    colours) are rejected; at most `RETRY_FACTOR * num_aug` candidates are drawn.
+    colours) are rejected; at most `RETRY_FACTOR * num_aug` candidates are drawn. A
+    Sudoku task (`task.sudoku_box`) draws only symmetries that keep it a valid Sudoku.
     """
-    transforms, colours = sample_augmentation_arrays(task, num_aug, rng)
-    return [
-        Augmentation(int(t), tuple(int(c) for c in perm))
-        for t, perm in zip(transforms, colours, strict=True)
-    ]
+    versions = sample_versions(task, num_aug, rng)
+    return [versions.augmentation(k) for k in range(len(versions))]
 
 
-def sample_augmentation_arrays(
-    task: Task, num_aug: int, rng: np.random.Generator
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-    """`sample_augmentations` as arrays: transforms `[A]` and colour permutations `[A, 10]`."""
+def sample_versions(task: Task, num_aug: int, rng: np.random.Generator) -> Versions:
+    """`sample_augmentations` as arrays."""
+    if task.sudoku_box is None:
+        identity, draw, key = _arc_family(task)
+    else:
+        identity, draw, key = _sudoku_family(task, task.sudoku_box)
+    kept = [identity]
+    seen = {key(identity)}
+    for _ in range(RETRY_FACTOR * num_aug):
+        if len(kept) > num_aug:
+            break
+        candidate = draw(rng)
+        content = key(candidate)
+        if content not in seen:
+            seen.add(content)
+            kept.append(candidate)
+    transforms = np.asarray([c[0] for c in kept], dtype=np.uint8)
+    colours = np.stack([c[1] for c in kept])
+    if identity[2] is None:
+        return Versions(transforms, colours)
+    return Versions(
+        transforms,
+        colours,
+        np.stack([c[2] for c in kept if c[2] is not None]),
+        np.stack([c[3] for c in kept if c[3] is not None]),
+    )
+
+
+def _arc_family(task: Task) -> Family:
+    """Identity, draw and content key of ARC augmentations (any dihedral, colours 1..9)."""
     grids_by_transform = [[dihedral(g, t) for g in task.grids()] for t in range(8)]
     flat_by_transform = [
         np.concatenate([g.reshape(-1) for g in grids]) for grids in grids_by_transform
@@ -113,23 +221,54 @@ def sample_augmentation_arrays(
         for grids in grids_by_transform
     ]
 
-    def content_key(transform: int, perm: npt.NDArray[np.uint8]) -> bytes:
+    def draw(rng: np.random.Generator) -> Candidate:
+        transform = int(rng.integers(0, 8))
+        perm = np.concatenate([[0], rng.permutation(9) + 1]).astype(np.uint8)
+        return transform, perm, None, None
+
+    def key(candidate: Candidate) -> bytes:
+        transform, perm = candidate[0], candidate[1]
         digest = hashlib.blake2b(shapes_by_transform[transform], digest_size=16)
         digest.update(perm[flat_by_transform[transform]].tobytes())
         return digest.digest()
 
-    identity = np.arange(10, dtype=np.uint8)
-    transforms = [0]
-    perms = [identity]
-    seen = {content_key(0, identity)}
-    for _ in range(RETRY_FACTOR * num_aug):
-        if len(transforms) > num_aug:
-            break
-        transform = int(rng.integers(0, 8))
-        perm = np.concatenate([[0], rng.permutation(9) + 1]).astype(np.uint8)
-        key = content_key(transform, perm)
-        if key not in seen:
-            seen.add(key)
-            transforms.append(transform)
-            perms.append(perm)
-    return np.asarray(transforms, dtype=np.uint8), np.stack(perms)
+    return (0, np.arange(10, dtype=np.uint8), None, None), draw, key
+
+
+def _sudoku_family(task: Task, box: tuple[int, int]) -> Family:
+    """Identity, draw and content key of Sudoku symmetries (every grid is n x n)."""
+    side = box[0] * box[1]
+    flat = np.stack([g.reshape(-1) for g in task.grids()])
+    cells = np.arange(side * side).reshape(side, side)
+
+    def key(candidate: Candidate) -> bytes:
+        transform, perm, rows, cols = candidate
+        assert rows is not None and cols is not None
+        # The flat cell each augmented cell comes from, the same for every grid.
+        source = dihedral(cells[rows][:, cols], transform).reshape(-1)
+        return hashlib.blake2b(perm[flat[:, source]].tobytes(), digest_size=16).digest()
+
+    def draw(rng: np.random.Generator) -> Candidate:
+        transform, rows, cols, perm = draw_symmetry(box, rng)
+        return transform, perm, rows, cols
+
+    identity = np.arange(side, dtype=np.uint8)
+    return (0, np.arange(10, dtype=np.uint8), identity, identity), draw, key
+
+
+def _reorder(grid: Grid, row_order: tuple[int, ...], col_order: tuple[int, ...]) -> Grid:
+    if row_order:
+        grid = grid[_full_order(row_order, grid.shape[0], "rows")]
+    if col_order:
+        grid = grid[:, _full_order(col_order, grid.shape[1], "columns")]
+    return grid
+
+
+def _full_order(order: tuple[int, ...], length: int, lines: str) -> npt.NDArray[np.intp]:
+    if length < len(order):
+        raise ValueError(f"a grid of {length} {lines} cannot take the order {order} of {lines}")
+    return np.concatenate([np.asarray(order, dtype=np.intp), np.arange(len(order), length)])
+
+
+def _listing(order: tuple[int, ...]) -> str:
+    return ",".join(map(str, order)) or "unchanged"

@@ -3,13 +3,13 @@
 Two passes: the first reads and validates every task and draws its augmentations (a few
 bytes per puzzle), which fixes every array size; the second encodes each task's versions
 and appends them to shard-sized buffers that are written as whole shards. Peak memory is
-one task's canvases plus one shard per array, whatever `num_aug` is. The store only
+one task's canvases (a slice of its versions at a time for a task of thousands of pairs,
+such as Sudoku's) plus one shard per array, whatever `num_aug` is. The store only
 appears at its final path, complete, by an atomic rename.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import shutil
@@ -21,10 +21,10 @@ from typing import Any
 
 import attrs
 import numpy as np
-import numpy.typing as npt
 import zarr
 
-from arc_data._augment import dihedral, sample_augmentation_arrays
+from arc_data._augment import Versions, sample_versions
+from arc_data._canvases import canvas_offsets, encode_versions, version_chunks
 from arc_data._encoding import COLOUR_OFFSET, EOS, IGNORE_LABEL, PAD, VOCAB_SIZE
 from arc_data._errors import ArcDataError
 from arc_data._layout import (
@@ -86,14 +86,13 @@ class _TaskPlan:
     task: Task
     held_out: bool
     train_pairs: tuple[Pair, ...]
-    transforms: npt.NDArray[np.uint8]
-    colours: npt.NDArray[np.uint8]
+    versions: Versions
     translation_rng: np.random.Generator
     first_identifier: int
 
     @property
-    def versions(self) -> int:
-        return len(self.transforms)
+    def num_versions(self) -> int:
+        return len(self.versions)
 
 
 def build_store(
@@ -109,7 +108,7 @@ def build_store(
     """
     if output.exists() and not overwrite:
         raise ArcDataError(f"{output}: already exists (pass --overwrite to replace it)")
-    sources = [parse_source(spec) for spec in config.sources]
+    sources = [parse_source(spec, seed=config.seed) for spec in config.sources]
     tasks_by_subset = read_subsets(sources, config.subsets)
     plans, skipped, unlabelled = _plan(config, tasks_by_subset)
     if not plans:
@@ -160,21 +159,18 @@ def _plan(
             augment_seed, translate_seed = np.random.SeedSequence(
                 [config.seed, _stable_key(subset, task.task_id)]
             ).spawn(2)
-            transforms, colours = sample_augmentation_arrays(
-                task, config.num_aug, np.random.default_rng(augment_seed)
-            )
+            versions = sample_versions(task, config.num_aug, np.random.default_rng(augment_seed))
             plans.append(
                 _TaskPlan(
                     task=task,
                     held_out=held_out,
                     train_pairs=train_pairs,
-                    transforms=transforms,
-                    colours=colours,
+                    versions=versions,
                     translation_rng=np.random.default_rng(translate_seed),
                     first_identifier=next_identifier,
                 )
             )
-            next_identifier += len(transforms)
+            next_identifier += len(versions)
     return plans, skipped, unlabelled
 
 
@@ -187,8 +183,8 @@ def _write(
     size = config.max_grid
     seq_len = size * size
     examples = {
-        "train": sum(p.versions * len(p.train_pairs) for p in plans),
-        "test": sum(p.versions * len(p.task.test) for p in plans if p.held_out),
+        "train": sum(p.num_versions * len(p.train_pairs) for p in plans),
+        "test": sum(p.num_versions * len(p.task.test) for p in plans if p.held_out),
     }
     root = zarr.open_group(path, mode="w", attributes={"format": FORMAT_NAME})
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="arc-data-write") as executor:
@@ -206,7 +202,7 @@ def _write(
         for name, values in index[split].items():
             dtype = np.int32 if name == "puzzle_identifiers" else np.int64
             small_array(root, f"{split}/{name}", np.asarray(values, dtype=dtype))
-    _write_identifiers(root, plans)
+    _write_identifiers(root, plans, size)
     originals = {p.task.task_id: task_to_json(p.task) for p in plans if p.held_out}
     root.create_group("originals", attributes={"tasks": originals})
     return {
@@ -236,114 +232,54 @@ def _encode_all(
             if plan.held_out:
                 split_pairs.append(("test", plan.task.test, False))
             for split, pairs, translate in split_pairs:
-                inputs, labels = _encode_versions(plan, pairs, size, translate=translate)
-                writers[(split, "inputs")].append(inputs)
-                writers[(split, "labels")].append(labels)
+                rng = plan.translation_rng if translate else None
+                rows, cols = canvas_offsets(pairs, plan.versions.transforms, size, rng)
+                for chunk in version_chunks(plan.num_versions, len(pairs)):
+                    inputs, labels = encode_versions(
+                        pairs, plan.versions[chunk], rows[chunk], cols[chunk], size
+                    )
+                    writers[(split, "inputs")].append(inputs)
+                    writers[(split, "labels")].append(labels)
                 split_index = index[split]
                 offset = split_index["puzzle_offsets"][-1]
                 split_index["puzzle_offsets"] += [
-                    offset + len(pairs) * (v + 1) for v in range(plan.versions)
+                    offset + len(pairs) * (v + 1) for v in range(plan.num_versions)
                 ]
                 split_index["puzzle_identifiers"] += range(
-                    plan.first_identifier, plan.first_identifier + plan.versions
+                    plan.first_identifier, plan.first_identifier + plan.num_versions
                 )
                 split_index["group_offsets"].append(len(split_index["puzzle_identifiers"]))
             advance(1)
     return index
 
 
-def _encode_versions(
-    plan: _TaskPlan, pairs: Sequence[Pair], size: int, *, translate: bool
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-    """Token canvases `[versions * len(pairs), size * size]` of inputs and labels."""
-    versions, count = plan.versions, len(pairs)
-    rows, cols = _offsets(plan, pairs, size, translate=translate)
-    # Colour permutation of each version as a token lookup table (PAD and EOS fixed).
-    lookup = np.empty((versions, VOCAB_SIZE), dtype=np.uint8)
-    lookup[:, PAD] = PAD
-    lookup[:, EOS] = EOS
-    lookup[:, COLOUR_OFFSET:] = plan.colours + COLOUR_OFFSET
-    inputs = np.zeros((versions, count, size, size), dtype=np.uint8)
-    labels = np.zeros((versions, count, size, size), dtype=np.uint8)
-    # All versions sharing a dihedral transform are written at once per pair: their
-    # permuted grid patches scattered to their offsets, cells beyond the canvas dropped.
-    for transform in np.unique(plan.transforms).tolist():
-        group = np.flatnonzero(plan.transforms == transform)
-        for e, pair in enumerate(pairs):
-            for grid, canvases in ((pair.input, inputs), (pair.output, labels)):
-                if grid is None:
-                    continue
-                patch = _with_eos(dihedral(grid, transform))
-                patch_rows, patch_cols = _cell_coordinates(*patch.shape)
-                target_rows = rows[group, e][:, None] + patch_rows
-                target_cols = cols[group, e][:, None] + patch_cols
-                inside = (target_rows < size) & (target_cols < size)
-                target = ((group[:, None] * count + e) * size + target_rows) * size + target_cols
-                values = lookup[group][:, patch.reshape(-1)]
-                canvases.reshape(-1)[target[inside]] = values[inside]
-    shape = (versions * count, size * size)
-    return inputs.reshape(shape), labels.reshape(shape)
-
-
-@functools.cache
-def _cell_coordinates(height: int, width: int) -> npt.NDArray[np.int64]:
-    """Row and column of every cell of a height x width patch, `[2, 1, cells]`."""
-    return np.indices((height, width)).reshape(2, 1, -1)
-
-
-def _with_eos(grid: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """Grid tokens with the EOS row below and EOS column right (the corner stays PAD)."""
-    height, width = grid.shape
-    patch = np.full((height + 1, width + 1), EOS, dtype=np.uint8)
-    patch[:height, :width] = grid + COLOUR_OFFSET
-    patch[height, width] = PAD
-    return patch
-
-
-def _offsets(
-    plan: _TaskPlan, pairs: Sequence[Pair], size: int, *, translate: bool
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Canvas offsets `[versions, pairs]`: random in the train split, the first pair of
-    each version and the whole test split at (0, 0)."""
-    shape = (plan.versions, len(pairs))
-    if not translate:
-        return np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
-    heights = np.asarray([max(p.input.shape[0], _rows(p.output)) for p in pairs])
-    widths = np.asarray([max(p.input.shape[1], _cols(p.output)) for p in pairs])
-    swapped = np.isin(plan.transforms, (1, 3, 6, 7))[:, None]  # these exchange rows and columns
-    room_rows = size - np.where(swapped, widths, heights)
-    room_cols = size - np.where(swapped, heights, widths)
-    rows = plan.translation_rng.integers(0, room_rows + 1, size=shape)
-    cols = plan.translation_rng.integers(0, room_cols + 1, size=shape)
-    rows[:, 0] = 0
-    cols[:, 0] = 0
-    return rows, cols
-
-
-def _rows(grid: npt.NDArray[np.uint8] | None) -> int:
-    return 0 if grid is None else int(grid.shape[0])
-
-
-def _cols(grid: npt.NDArray[np.uint8] | None) -> int:
-    return 0 if grid is None else int(grid.shape[1])
-
-
-def _write_identifiers(root: zarr.Group, plans: Sequence[_TaskPlan]) -> None:
-    total = 1 + sum(p.versions for p in plans)
+def _write_identifiers(root: zarr.Group, plans: Sequence[_TaskPlan], size: int) -> None:
+    total = 1 + sum(p.num_versions for p in plans)
     task_index = np.full(total, -1, dtype=np.int32)
     version = np.zeros(total, dtype=np.int32)
     transform = np.zeros(total, dtype=np.uint8)
     colours = np.tile(np.arange(10, dtype=np.uint8), (total, 1))
+    # Line orders only when some version reorders lines (Sudoku), so ARC stores stay as
+    # they were; orders of n < size lines are padded with the lines that stay in place.
+    reorders = any(p.versions.row_orders is not None for p in plans)
+    orders = np.tile(np.arange(size, dtype=np.uint8), (2, total, 1)) if reorders else None
     for k, plan in enumerate(plans):
-        ids = slice(plan.first_identifier, plan.first_identifier + plan.versions)
+        ids = slice(plan.first_identifier, plan.first_identifier + plan.num_versions)
         task_index[ids] = k
-        version[ids] = np.arange(plan.versions)
-        transform[ids] = plan.transforms
-        colours[ids] = plan.colours
+        version[ids] = np.arange(plan.num_versions)
+        transform[ids] = plan.versions.transforms
+        colours[ids] = plan.versions.colours
+        row_orders, col_orders = plan.versions.row_orders, plan.versions.col_orders
+        if orders is not None and row_orders is not None and col_orders is not None:
+            orders[0, ids, : row_orders.shape[1]] = row_orders
+            orders[1, ids, : col_orders.shape[1]] = col_orders
     small_array(root, "identifiers/task_index", task_index)
     small_array(root, "identifiers/version", version)
     small_array(root, "identifiers/transform", transform)
     small_array(root, "identifiers/colours", colours)
+    if orders is not None:
+        small_array(root, "identifiers/row_order", orders[0])
+        small_array(root, "identifiers/col_order", orders[1])
 
 
 def _metadata(
@@ -364,7 +300,7 @@ def _metadata(
         "eos_id": EOS,
         "colour_offset": COLOUR_OFFSET,
         "ignore_label": IGNORE_LABEL,
-        "num_puzzle_identifiers": 1 + sum(p.versions for p in plans),
+        "num_puzzle_identifiers": 1 + sum(p.num_versions for p in plans),
         "num_aug": config.num_aug,
         "seed": config.seed,
         "sources": list(config.sources),

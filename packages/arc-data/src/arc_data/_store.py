@@ -121,6 +121,12 @@ class ArcStore:
         self._version: npt.NDArray[np.int32] = _read(identifiers, "version")
         self._transform: npt.NDArray[np.uint8] = _read(identifiers, "transform")
         self._colours: npt.NDArray[np.uint8] = _read(identifiers, "colours")
+        # Only stores whose augmentations reorder lines (Sudoku) hold line orders.
+        self._row_order: npt.NDArray[np.uint8] | None = None
+        self._col_order: npt.NDArray[np.uint8] | None = None
+        if "row_order" in identifiers:
+            self._row_order = _read(identifiers, "row_order")
+            self._col_order = _read(identifiers, "col_order")
 
     def split(self, name: str) -> Split:
         if name == "train":
@@ -140,7 +146,10 @@ class ArcStore:
         """The augmentation that turned the original task into this puzzle."""
         self._check_identifier(identifier)
         return Augmentation(
-            int(self._transform[identifier]), tuple(int(c) for c in self._colours[identifier])
+            int(self._transform[identifier]),
+            tuple(int(c) for c in self._colours[identifier]),
+            () if self._row_order is None else self._row_order[identifier].tolist(),
+            () if self._col_order is None else self._col_order[identifier].tolist(),
         )
 
     def task_of(self, identifier: int) -> tuple[str, str]:
@@ -165,6 +174,18 @@ class ArcStore:
     @property
     def identifier_colours(self) -> npt.NDArray[np.uint8]:
         return self._colours
+
+    @property
+    def identifier_row_orders(self) -> npt.NDArray[np.uint8] | None:
+        """Per identifier, the row order `[grid_size]` applied before the dihedral
+        transform (see `Augmentation`), or None when no puzzle of the store reorders
+        lines: only Sudoku stores do, and their predictions need it to be mapped back."""
+        return self._row_order
+
+    @property
+    def identifier_col_orders(self) -> npt.NDArray[np.uint8] | None:
+        """Per identifier, the column order (see `identifier_row_orders`)."""
+        return self._col_order
 
     @cached_property
     def test_tasks(self) -> dict[str, Task]:

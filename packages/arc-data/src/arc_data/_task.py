@@ -26,12 +26,17 @@ class Pair:
 
 @attrs.frozen
 class Task:
-    """An ARC task: demonstration pairs and test pairs, identified within its subset."""
+    """An ARC task: demonstration pairs and test pairs, identified within its subset.
+
+    `sudoku_box` is (rows, columns) of the boxes when every grid is a Sudoku of side
+    rows * columns (blank 0): its augmentations must then keep Sudoku validity.
+    """
 
     task_id: str
     subset: str
     train: tuple[Pair, ...]
     test: tuple[Pair, ...]
+    sudoku_box: tuple[int, int] | None = None
 
     @property
     def has_test_outputs(self) -> bool:
