@@ -427,3 +427,27 @@ def test_bad_input_is_refused_with_a_clear_message(make_store: Any, tmp_path: Pa
     no_test = arc_data.open_store(tmp_path / "no_test.zarr")
     with pytest.raises(ValueError, match=r"no_test\.zarr: the store has no held-out test tasks"):
         score_predictions(no_test, Predictions([], np.zeros((0, width), np.uint8), []))
+
+
+def test_sudoku_augmentations_map_back_to_the_true_answers(tmp_path: Path) -> None:
+    # Band, stack and line reorderings besides the dihedral and digit relabelling.
+    config = arc_data.BuildConfig(
+        sources=("sudoku:4?train=20&test=3&givens=6",),
+        subsets=("sudoku4",),
+        test_set="sudoku4",
+        num_aug=6,
+        seed=1,
+        max_grid=4,
+    )
+    arc_data.build_store(config, tmp_path / "sudoku.zarr")
+    store = arc_data.open_store(tmp_path / "sudoku.zarr")
+    orders = store.identifier_row_orders
+    assert orders is not None and (orders[1:, :4] != np.arange(4)).any()
+    count = store.test.num_examples
+    _, labels = store.test.read(np.arange(count))
+    result = score_predictions(store, Predictions(np.arange(count), labels, np.zeros(count)))
+    assert result.metrics["pass@1"] == 1.0
+    # Every version's answer maps back to one grid: one candidate with all 7 votes.
+    assert result.metrics["mean_candidates"] == 1.0
+    (task,) = result.tasks.values()
+    assert [item.candidates[0].votes for item in task.inputs] == [7, 7, 7]

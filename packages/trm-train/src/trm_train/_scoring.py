@@ -257,6 +257,7 @@ def _vote(
     out_rows = np.where(swapped, shapes[:, 1], shapes[:, 0])
     out_cols = np.where(swapped, shapes[:, 0], shapes[:, 1])
     inverse_colours = np.argsort(store.identifier_colours[identifiers], axis=1).astype(np.uint8)
+    row_orders, col_orders = store.identifier_row_orders, store.identifier_col_orders
     expected_by_shape = _expected_by_shape(layout)
     id_bytes = input_ids.astype(f">u{_ID_BYTES}").view(np.uint8).reshape(-1, _ID_BYTES)
 
@@ -276,6 +277,12 @@ def _vote(
             flat = canvases.reshape(len(chosen), -1)[
                 :, _inverse_order(crop_rows, crop_cols, transform)
             ]
+            if row_orders is not None and col_orders is not None:
+                flat = _restore_line_order(
+                    flat.reshape(-1, rows, cols),
+                    row_orders[identifiers[chosen]],
+                    col_orders[identifiers[chosen]],
+                )
             colours = (flat - COLOUR_OFFSET).astype(np.intp)
             block[local, _ID_BYTES:] = np.take_along_axis(inverse_colours[chosen], colours, axis=1)
         first, inverse = _distinct_rows(block)
@@ -298,6 +305,25 @@ def _vote(
         np.concatenate(column) for column in zip(*parts, strict=True)
     )
     return _Votes(inputs, counts, means, firsts, correct, grids)
+
+
+def _restore_line_order(
+    grids: npt.NDArray[Any], row_orders: npt.NDArray[np.uint8], col_orders: npt.NDArray[np.uint8]
+) -> npt.NDArray[Any]:
+    """Undo the row and column reordering of Sudoku augmentations (row i of a reordered
+    grid is row `row_order[i]` of the original) on `[n, rows, cols]` grids, flattened.
+    A crop that cuts through the reordered lines cannot be mapped back; it is left as is
+    (its shape differs from the answer's, so it can never match)."""
+    count, rows, cols = grids.shape
+    row_order = row_orders[:, :rows].astype(np.intp)
+    col_order = col_orders[:, :cols].astype(np.intp)
+    whole = (row_order.max(1) < rows) & (col_order.max(1) < cols)
+    inverse_rows = np.argsort(row_order, axis=1)
+    inverse_cols = np.argsort(col_order, axis=1)
+    restored = grids[
+        np.arange(count)[:, None, None], inverse_rows[:, :, None], inverse_cols[:, None, :]
+    ]
+    return np.where(whole[:, None, None], restored, grids).reshape(count, -1)
 
 
 def _groups(keys: npt.NDArray[np.integer[Any]]) -> list[npt.NDArray[np.int64]]:
