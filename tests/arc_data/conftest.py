@@ -127,3 +127,23 @@ def kaggle_prefix() -> Path | None:
     repo = Path(__file__).resolve().parents[2]
     prefix = repo.parent / "shared" / "data" / "arc-kaggle-combined" / "arc-agi"
     return prefix if Path(f"{prefix}_evaluation2_challenges.json").is_file() else None
+
+
+CleanFailure = Callable[..., None]
+
+
+def _assert_clean_failure(result: Any, output: Path, *fragments: str) -> None:
+    """A CLI failure as users should see it: exit 2, one error line holding every
+    fragment, and no store (nor a hidden temporary) left behind."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert not output.exists()
+    assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
+
+
+@pytest.fixture
+def assert_clean_failure() -> CleanFailure:
+    return _assert_clean_failure

@@ -4,6 +4,7 @@ no store written."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ GOOD_TASK: dict[str, Any] = {
     "test": [{"input": [[5, 5]]}],
 }
 GOOD_SOLUTIONS: dict[str, Any] = {"t1": [[[1, 1]]]}
+
+CleanFailure = Callable[..., None]
 
 
 def run_build(prefix: Path, output: Path, *extra: str) -> Any:
@@ -40,16 +43,6 @@ def run_build(prefix: Path, output: Path, *extra: str) -> Any:
             *extra,
         ],
     )
-
-
-def assert_clean_failure(result: Any, output: Path, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert not output.exists()
-    assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
 
 
 def write(
@@ -95,7 +88,9 @@ BAD_CHALLENGES = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CHALLENGES))
-def test_malformed_challenges(tmp_path: Path, case: str) -> None:
+def test_malformed_challenges(
+    assert_clean_failure: CleanFailure, tmp_path: Path, case: str
+) -> None:
     challenges, message = BAD_CHALLENGES[case]
     prefix = write(tmp_path, challenges)
     output = tmp_path / "out.zarr"
@@ -104,7 +99,7 @@ def test_malformed_challenges(tmp_path: Path, case: str) -> None:
     )
 
 
-def test_non_json(tmp_path: Path) -> None:
+def test_non_json(assert_clean_failure: CleanFailure, tmp_path: Path) -> None:
     prefix = write(tmp_path, None, raw='{"t1": {"train": [')
     output = tmp_path / "out.zarr"
     assert_clean_failure(
@@ -112,7 +107,7 @@ def test_non_json(tmp_path: Path) -> None:
     )
 
 
-def test_top_level_not_an_object(tmp_path: Path) -> None:
+def test_top_level_not_an_object(assert_clean_failure: CleanFailure, tmp_path: Path) -> None:
     prefix = write(tmp_path, [GOOD_TASK])
     output = tmp_path / "out.zarr"
     assert_clean_failure(
@@ -120,7 +115,9 @@ def test_top_level_not_an_object(tmp_path: Path) -> None:
     )
 
 
-def test_solution_count_must_match_test_inputs(tmp_path: Path) -> None:
+def test_solution_count_must_match_test_inputs(
+    assert_clean_failure: CleanFailure, tmp_path: Path
+) -> None:
     prefix = write(tmp_path, {"t1": GOOD_TASK}, {"t1": [[[1]], [[2]]]})
     output = tmp_path / "out.zarr"
     assert_clean_failure(
@@ -132,7 +129,7 @@ def test_solution_count_must_match_test_inputs(tmp_path: Path) -> None:
     )
 
 
-def test_malformed_solution_grid(tmp_path: Path) -> None:
+def test_malformed_solution_grid(assert_clean_failure: CleanFailure, tmp_path: Path) -> None:
     prefix = write(tmp_path, {"t1": GOOD_TASK}, {"t1": [[[1, 2], [3]]]})
     output = tmp_path / "out.zarr"
     assert_clean_failure(
@@ -140,7 +137,7 @@ def test_malformed_solution_grid(tmp_path: Path) -> None:
     )
 
 
-def test_solutions_missing_for_a_task(tmp_path: Path) -> None:
+def test_solutions_missing_for_a_task(assert_clean_failure: CleanFailure, tmp_path: Path) -> None:
     prefix = write(tmp_path, {"t1": GOOD_TASK, "t2": GOOD_TASK}, GOOD_SOLUTIONS)
     output = tmp_path / "out.zarr"
     assert_clean_failure(
@@ -148,7 +145,7 @@ def test_solutions_missing_for_a_task(tmp_path: Path) -> None:
     )
 
 
-def test_unknown_subset(tmp_path: Path) -> None:
+def test_unknown_subset(assert_clean_failure: CleanFailure, tmp_path: Path) -> None:
     prefix = write(tmp_path, {"t1": GOOD_TASK})
     output = tmp_path / "out.zarr"
     result = CliRunner().invoke(
@@ -168,13 +165,13 @@ def test_unknown_subset(tmp_path: Path) -> None:
     assert_clean_failure(result, output, "unknown subset 'nope'", "ev")
 
 
-def test_unknown_source(tmp_path: Path) -> None:
+def test_unknown_source(assert_clean_failure: CleanFailure, tmp_path: Path) -> None:
     output = tmp_path / "out.zarr"
     result = CliRunner().invoke(main, ["build", "--source", "http:x", "--output", str(output)])
     assert_clean_failure(result, output, "source 'http:x'", "unknown kind")
 
 
-def test_test_set_outside_the_subsets(tmp_path: Path) -> None:
+def test_test_set_outside_the_subsets(assert_clean_failure: CleanFailure, tmp_path: Path) -> None:
     prefix = write(tmp_path, {"t1": GOOD_TASK})
     output = tmp_path / "out.zarr"
     result = CliRunner().invoke(

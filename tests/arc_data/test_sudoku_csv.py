@@ -3,6 +3,7 @@ the CLI: one line on stderr, exit code 2, no store."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ HEADER = "source,question,answer,rating"
 # A 4 x 4 solution and a puzzle of it, as Sudoku-Extreme writes them ('.' blank).
 ANSWER = "1234341221434321"
 QUESTION = "1.3...1.2.4...2."
+
+CleanFailure = Callable[..., None]
 
 
 def as_text(grid: np.ndarray, blank: str) -> str:
@@ -127,16 +130,6 @@ def build(source: str, output: Path, subset: str) -> Any:
     )
 
 
-def assert_clean_failure(result: Any, output: Path, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert not output.exists()
-    assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
-
-
 LATIN = "1234214334124321"  # rows and columns hold 1..4, the top-left box 1, 2, 2, 1
 BAD_FILES: dict[str, tuple[str, list[tuple[str, str]], str]] = {
     "wrong header": (
@@ -185,7 +178,7 @@ BAD_FILES: dict[str, tuple[str, list[tuple[str, str]], str]] = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
-def test_malformed_csv(tmp_path: Path, case: str) -> None:
+def test_malformed_csv(assert_clean_failure: CleanFailure, tmp_path: Path, case: str) -> None:
     header, rows, message = BAD_FILES[case]
     folder = tmp_path / "bad"
     write_csv(folder / "train.csv", rows, header)
@@ -194,7 +187,9 @@ def test_malformed_csv(tmp_path: Path, case: str) -> None:
     assert_clean_failure(build(f"sudoku-csv:{folder}", output, "bad"), output, "train.csv", message)
 
 
-def test_empty_file_and_missing_test_file(tmp_path: Path) -> None:
+def test_empty_file_and_missing_test_file(
+    assert_clean_failure: CleanFailure, tmp_path: Path
+) -> None:
     folder = tmp_path / "bad"
     folder.mkdir()
     (folder / "train.csv").write_text("")
@@ -206,7 +201,9 @@ def test_empty_file_and_missing_test_file(tmp_path: Path) -> None:
     assert_clean_failure(result, output, "test.csv: cannot read (No such file or directory)")
 
 
-def test_file_and_folder_requests_that_cannot_be_met(tmp_path: Path) -> None:
+def test_file_and_folder_requests_that_cannot_be_met(
+    assert_clean_failure: CleanFailure, tmp_path: Path
+) -> None:
     path = write_csv(tmp_path / "one.csv", [(QUESTION, ANSWER), ("1" + "." * 15, ANSWER)])
     output = tmp_path / "out.zarr"
     result = build(f"sudoku-csv:{path}", output, "one")
@@ -240,13 +237,15 @@ BAD_SPECS = {
 
 
 @pytest.mark.parametrize("spec", sorted(BAD_SPECS))
-def test_bad_sudoku_specs(tmp_path: Path, spec: str) -> None:
+def test_bad_sudoku_specs(assert_clean_failure: CleanFailure, tmp_path: Path, spec: str) -> None:
     output = tmp_path / "out.zarr"
     subset = "x" if spec.startswith("sudoku-csv") else "sudoku4"
     assert_clean_failure(build(spec, output, subset), output, BAD_SPECS[spec])
 
 
-def test_unknown_subset_names_the_one_offered(tmp_path: Path) -> None:
+def test_unknown_subset_names_the_one_offered(
+    assert_clean_failure: CleanFailure, tmp_path: Path
+) -> None:
     output = tmp_path / "out.zarr"
     result = build("sudoku:4", output, "sudoku6")
     assert_clean_failure(result, output, "unknown subset 'sudoku6' (available: sudoku:4: sudoku4)")
