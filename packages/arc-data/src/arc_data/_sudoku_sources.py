@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from arc_data._errors import ArcDataError
+from arc_data._source_options import check_subset, parameters, split_by_group, subsample
 from arc_data._sudoku import (
     BOX_SHAPES,
     MIN_GIVENS,
@@ -61,7 +62,7 @@ class SudokuSource:
         return [f"sudoku{self.side}"]
 
     def read(self, subset: str) -> list[Task]:
-        _check_subset(self.spec, subset, self.subsets())
+        check_subset(self.spec, subset, self.subsets())
         box = BOX_SHAPES[self.side]
         # Held-out puzzles come from their own stream: they depend on the seed, N, the
         # givens and their count, not on how many training puzzles are asked for.
@@ -101,7 +102,7 @@ class SudokuCsvSource:
         return [self.path.name if self.path.suffix.lower() != ".csv" else self.path.stem]
 
     def read(self, subset: str) -> list[Task]:
-        _check_subset(self.spec, subset, self.subsets())
+        check_subset(self.spec, subset, self.subsets())
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, CSV_STREAM]))
         if self.path.is_dir():
             train_questions, train_answers, box = _read_csv(self.path / "train.csv")
@@ -111,8 +112,8 @@ class SudokuCsvSource:
                     f"{self.path}: train.csv holds {_side(box)}x{_side(box)} puzzles, "
                     f"test.csv {_side(test_box)}x{_side(test_box)}"
                 )
-            test_rows = _subsample(len(test_questions), self.test, rng, f"{self.path}/test.csv")
-            train_rows = _subsample(len(train_questions), self.train, rng, f"{self.path}/train.csv")
+            test_rows = subsample(len(test_questions), self.test, rng, f"{self.path}/test.csv")
+            train_rows = subsample(len(train_questions), self.train, rng, f"{self.path}/train.csv")
         else:
             if self.test is None:
                 raise ArcDataError(
@@ -122,7 +123,7 @@ class SudokuCsvSource:
             train_questions, train_answers, box = _read_csv(self.path)
             test_questions, test_answers = train_questions, train_answers
             test_rows, rest = _split_by_solution(train_answers, self.test, rng, self.spec)
-            train_rows = rest[_subsample(len(rest), self.train, rng, str(self.path))]
+            train_rows = rest[subsample(len(rest), self.train, rng, str(self.path))]
         train = _pairs(train_questions[train_rows], train_answers[train_rows])
         test = _pairs(test_questions[test_rows], test_answers[test_rows])
         return [_task(subset, train, test, box)]
@@ -134,11 +135,11 @@ def parse_sudoku_source(
     """`sudoku:N[?train=T&test=M&givens=G]` or `sudoku-csv:PATH[?train=T&test=M]`."""
     base, _, query = value.partition("?")
     if kind == "sudoku":
-        parameters = _parameters(spec, query, ("train", "test", "givens"))
+        values = parameters(spec, query, ("train", "test", "givens"))
         if not base.isdigit() or int(base) not in BOX_SHAPES:
             raise ArcDataError(f"source {spec!r}: Sudoku side {base!r}; choose 4, 6 or 9")
         side = int(base)
-        givens = parameters.get("givens", DEFAULT_GIVENS[side])
+        givens = values.get("givens", DEFAULT_GIVENS[side])
         if not MIN_GIVENS[side] <= givens <= side * side:
             raise ArcDataError(
                 f"source {spec!r}: {givens} givens; a {side}x{side} Sudoku with a unique "
@@ -147,42 +148,21 @@ def parse_sudoku_source(
         return SudokuSource(
             spec=spec,
             side=side,
-            train=parameters.get("train", DEFAULT_TRAIN),
-            test=parameters.get("test", DEFAULT_TEST),
+            train=values.get("train", DEFAULT_TRAIN),
+            test=values.get("test", DEFAULT_TEST),
             givens=givens,
             seed=seed,
         )
-    parameters = _parameters(spec, query, ("train", "test"))
+    values = parameters(spec, query, ("train", "test"))
     if not base:
         raise ArcDataError(f"source {spec!r}: expected sudoku-csv:PATH")
     return SudokuCsvSource(
         spec=spec,
         path=Path(base),
-        train=parameters.get("train"),
-        test=parameters.get("test"),
+        train=values.get("train"),
+        test=values.get("test"),
         seed=seed,
     )
-
-
-def _parameters(spec: str, query: str, allowed: Sequence[str]) -> dict[str, int]:
-    values: dict[str, int] = {}
-    for item in query.split("&") if query else []:
-        name, _, text = item.partition("=")
-        if name not in allowed:
-            raise ArcDataError(
-                f"source {spec!r}: unknown parameter {name!r}; choose from {', '.join(allowed)}"
-            )
-        if name in values:
-            raise ArcDataError(f"source {spec!r}: parameter {name!r} given twice")
-        if not (text.isascii() and text.isdigit()) or int(text) < 1:
-            raise ArcDataError(f"source {spec!r}: {name}={text!r} is not a positive integer")
-        values[name] = int(text)
-    return values
-
-
-def _check_subset(spec: str, subset: str, offered: list[str]) -> None:
-    if subset not in offered:
-        raise ArcDataError(f"{spec}: unknown subset {subset!r} (available: {offered[0]})")
 
 
 def _task(
@@ -325,31 +305,16 @@ def _check_alphabet(
         raise ArcDataError(f"{path}: line {lines[bad]}: " + message.format(found))
 
 
-def _subsample(
-    available: int, wanted: int | None, rng: np.random.Generator, where: str
-) -> npt.NDArray[np.int64]:
-    """`wanted` rows of `available` drawn without replacement, in file order (all if None)."""
-    if wanted is None:
-        return np.arange(available)
-    if wanted > available:
-        raise ArcDataError(f"{where}: {wanted} puzzles asked for, {available} available")
-    return np.sort(rng.choice(available, size=wanted, replace=False))
-
-
 def _split_by_solution(
     answers: Stack, test: int, rng: np.random.Generator, spec: str
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Rows held out and rows left: whole solution grids, in random order, are held out
     until they hold at least `test` puzzles."""
     _, group = np.unique(answers.reshape(len(answers), -1), axis=0, return_inverse=True)
-    group = group.reshape(-1)
-    sizes = np.bincount(group)
-    order = rng.permutation(len(sizes))
-    enough = int(np.searchsorted(np.cumsum(sizes[order]), test))
-    held = np.isin(group, order[: enough + 1])
-    if held.all():
+    held, rest = split_by_group(group.reshape(-1), test, rng)
+    if not len(rest):
         raise ArcDataError(
             f"{spec}: holding out {test} puzzles by solution grid leaves none to train on "
-            f"({len(answers)} puzzles, {len(sizes)} distinct solutions)"
+            f"({len(answers)} puzzles, {int(group.max()) + 1} distinct solutions)"
         )
-    return np.flatnonzero(held), np.flatnonzero(~held)
+    return held, rest

@@ -30,6 +30,8 @@ class Task:
 
     `sudoku_box` is (rows, columns) of the boxes when every grid is a Sudoku of side
     rows * columns (blank 0): its augmentations must then keep Sudoku validity.
+    `fixed_colours` says that colours have fixed meanings (a maze's wall, start, goal and
+    path): its augmentations are then the dihedral transforms only, colours stay.
     """
 
     task_id: str
@@ -37,6 +39,7 @@ class Task:
     train: tuple[Pair, ...]
     test: tuple[Pair, ...]
     sudoku_box: tuple[int, int] | None = None
+    fixed_colours: bool = False
 
     @property
     def has_test_outputs(self) -> bool:
