@@ -14,6 +14,7 @@ LossKind = Literal["stablemax", "softmax"]
 ActMode = Literal["act", "fixed", "none"]
 InternalLosses = Literal["differential", "absolute"]
 ForwardDtype = Literal["float32", "bfloat16"]
+Arch = Literal["trm", "transformer"]
 
 _positive = v.gt(0)
 _non_negative = v.ge(0)
@@ -30,14 +31,24 @@ class TRMConfig:
     ``puzzle_emb_len``, ...) so that published configurations read across unchanged.
     Build one from a preset (:func:`arc`, :func:`sudoku_mlp`, :func:`tiny`) and change
     fields with ``attrs.evolve``.
+
+    ``arch="transformer"`` is the no-recursion baseline (the seed's
+    ``transformers_baseline``): the same blocks (``L_layers`` of them, so the same width,
+    depth and parameter count as TRM's one network), embeddings, heads, halting and losses,
+    but each supervision step applies the blocks once, to the carried state plus the input
+    embeddings, instead of ``H_cycles * (L_cycles + 1)`` times. ``H_cycles`` and
+    ``L_cycles`` are ignored; it has one cycle per step (one ``internal`` term).
     """
 
+    # "trm": the recursion. "transformer": the blocks once per supervision step (above).
+    arch: Arch = attrs.field(default="trm", validator=v.in_(("trm", "transformer")))
     hidden_size: int = attrs.field(validator=_positive)
     num_heads: int = attrs.field(validator=_positive)
     # SwiGLU width = round(expansion * width * 2/3) rounded up to a multiple of 256.
     expansion: float = attrs.field(validator=_positive_float)
-    # Blocks of the one network shared by both states.
+    # Blocks of the one network shared by both states (the transformer's blocks).
     L_layers: int = attrs.field(validator=_positive)
+    # Recursion per supervision step (ignored by arch "transformer").
     H_cycles: int = attrs.field(validator=_positive)
     L_cycles: int = attrs.field(validator=_positive)
     seq_len: int = attrs.field(validator=_positive)
@@ -120,6 +131,12 @@ class TRMConfig:
     def cycle_outputs(self) -> bool:
         """Whether every H cycle is read out (with gradient) and gives an internal loss."""
         return self.act_mode == "none" or self.intermediate_outputs
+
+    @property
+    def cycles(self) -> int:
+        """Cycles per supervision step: ``H_cycles``, or 1 for arch "transformer" (one
+        pass of the blocks). With ``cycle_outputs`` each gives one ``internal`` term."""
+        return 1 if self.arch == "transformer" else self.H_cycles
 
     @property
     def head_dim(self) -> int:

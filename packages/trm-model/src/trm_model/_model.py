@@ -39,6 +39,13 @@ class TRM(nn.Module):
     and hand ``puzzle_rows.grad`` to :class:`SparseSignSGD`.
 
     Parameters are created on ``generator.device`` and drawn from ``generator``.
+
+    With ``config.arch == "transformer"`` it is the no-recursion baseline: the same modules
+    (so the same parameters and state-dict keys), but one step computes
+    ``z_H = blocks(z_H + x)`` once (``x``: the input embeddings), reads the logits and Q
+    values from that ``z_H`` and carries it (detached) to the next step, as the seed's
+    ``transformers_baseline`` does. ``z_L`` rides along unused (fresh slots get ``L_init``),
+    so the carry keeps TRM's layout.
     """
 
     H_init: Tensor
@@ -185,7 +192,12 @@ class TRM(nn.Module):
         rope: Rope | None,
         generator: torch.Generator | None,
     ) -> tuple[Tensor, Tensor]:
-        """One H cycle: L_cycles updates of z_L from (z_L, z_H, x), then z_H from (z_H, z_L)."""
+        """One H cycle: L_cycles updates of z_L from (z_L, z_H, x), then z_H from (z_H, z_L).
+
+        Arch "transformer": the blocks once over (z_H + x); z_L is returned unchanged.
+        """
+        if self.config.arch == "transformer":
+            return self.net(z_H, x, rope, generator), z_L
         for _ in range(self.config.L_cycles):
             z_L = self.net(z_L, z_H + x, rope, generator)
         z_H = self.net(z_H, z_L, rope, generator)
@@ -234,13 +246,13 @@ class TRM(nn.Module):
         if cfg.cycle_outputs:
             # Every cycle is read out, with gradient through that cycle alone.
             cycle_logits = []
-            for _ in range(cfg.H_cycles):
+            for _ in range(cfg.cycles):
                 z_H, z_L = self._cycle(z_H.detach(), z_L.detach(), x, rope, generator)
                 cycle_logits.append(self._logits(z_H))
             logits = cycle_logits[-1]
         else:
             with torch.no_grad():
-                for _ in range(cfg.H_cycles - 1):
+                for _ in range(cfg.cycles - 1):
                     z_H, z_L = self._cycle(z_H, z_L, x, rope, generator)
             z_H, z_L = self._cycle(z_H, z_L, x, rope, generator)
             logits = self._logits(z_H)
@@ -257,12 +269,14 @@ class TRM(nn.Module):
                 # Q values of the next step on the same samples (no replay buffer, no target
                 # network: the batch's many parallel slots play that role, as in TRM).
                 next_z_H, next_z_L = z_H, z_L
-                for _ in range(cfg.H_cycles):
+                for _ in range(cfg.cycles):
                     next_z_H, next_z_L = self._cycle(next_z_H, next_z_L, x, rope, generator)
                 target = q_continue_target(steps >= cfg.halt_max_steps, *self._q(next_z_H))
             if self.training and cfg.carry_perturbation > 0:
                 assert generator is not None
-                z_H, z_L = (self._perturb(z, generator) for z in (z_H, z_L))
+                z_H = self._perturb(z_H, generator)
+                if cfg.arch == "trm":  # the transformer's z_L is unused: left as it is
+                    z_L = self._perturb(z_L, generator)
 
         losses, metrics, preds = loss_head(
             cfg,

@@ -63,8 +63,9 @@ class StepLosses:
     Structurally a ``jd_splits.LossTerms``. ``lm``: ``[B, seq_len]`` per-token losses,
     each divided by its sequence's number of labelled tokens (unlabelled tokens are 0);
     ``halt``: ``[B]`` halting losses, already weighted by ``halt_loss_weight`` (None
-    without a Q head, act_mode "none"); ``internal``: one ``[B, seq_len]`` term per H
-    cycle (``TRMConfig.cycle_outputs``, see ``TRMConfig.internal_losses``), else None;
+    without a Q head, act_mode "none"); ``internal``: one ``[B, seq_len]`` term per
+    cycle (``TRMConfig.cycles``: H_cycles, 1 for the transformer baseline) when
+    ``TRMConfig.cycle_outputs`` (see ``TRMConfig.internal_losses``), else None;
     ``mask``: ``[B]`` bool, the slot has at least one label. ``lm.sum() + halt.sum()`` is
     the reference TRM loss of the step, before its division by the global batch size.
     """

@@ -88,6 +88,15 @@ from ._loop import TrainingError, train
     help="all: the batch's puzzle-embedding rows enter the Jacobian and UPGrad's weights "
     "(the write-up's, default); parameters: the network weights only.",
 )
+@click.option(
+    "--arch",
+    type=click.Choice(["trm", "transformer"]),
+    default=None,
+    help="trm: the recursive model; transformer: the no-recursion baseline (the seed's), "
+    "the same blocks, embeddings, heads, halting and losses with the --L-layers blocks "
+    "applied once per supervision step (--H-cycles / --L-cycles ignored), to tell a "
+    "failure of the recursion from one of the setup [default: trm].",
+)
 @click.option("--hidden-size", type=click.IntRange(min=1), default=None, help="Model width.")
 @click.option("--num-heads", type=click.IntRange(min=1), default=None, help="Attention heads.")
 @click.option(

@@ -28,6 +28,7 @@ RESUMABLE = {
 
 # Option name -> TRMConfig field, for the architecture overrides.
 _MODEL_FIELDS = {
+    "arch": "arch",
     "hidden_size": "hidden_size",
     "num_heads": "num_heads",
     "l_layers": "L_layers",
