@@ -208,3 +208,40 @@ def test_examples_per_draw_reaches_the_sampler_and_the_epoch_size(
     # drawn version (of 3) in batches of 4.
     assert store.train.num_examples == 4 * 2 * 3
     assert config.loop.steps == sampler.batches_in_epoch() == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "mlp_t", "positions", "puzzle_len"),
+    [
+        (["--mlp-t"], True, "none", 4),
+        (["--mlp-t", "--pos-encodings", "learned", "--puzzle-emb-len", "2"], True, "learned", 2),
+        (["--recipe", "cpu_sudoku"], True, "none", 4),
+        (["--recipe", "cpu_sudoku", "--attention", "--pos-encodings", "rope"], False, "rope", 4),
+    ],
+)
+def test_token_mixing_and_position_options_reach_the_model(
+    store_path: Path,
+    tmp_path: Path,
+    args: list[str],
+    mlp_t: bool,
+    positions: str,
+    puzzle_len: int,
+) -> None:
+    out = tmp_path / "run"
+    code, output = run(
+        "--data", str(store_path), *args, "--steps", "1", "--batch-size", "4", "--out", str(out)
+    )  # fmt: skip
+    assert code == 0, output
+    model = read_run_config(out).model
+    assert (model.mlp_t, model.pos_encodings, model.puzzle_emb_len) == (
+        mlp_t,
+        positions,
+        puzzle_len,
+    )
+
+
+def test_mlp_t_with_rope_is_refused(store_path: Path, tmp_path: Path) -> None:
+    code, output = run(
+        "--data", str(store_path), "--mlp-t", "--pos-encodings", "rope", "--out", str(tmp_path)
+    )  # fmt: skip
+    assert code == 2 and "rope" in output

@@ -60,14 +60,35 @@ def test_the_seed_recipe_runs_stack_splits_on_the_no_act_architecture(
     assert model.halt_max_steps == steps and model.carry_perturbation == noise
 
 
-@pytest.mark.parametrize("recipe", ["tiny", "arc2"])
+@pytest.mark.parametrize("recipe", ["tiny", "arc2", "cpu"])
 def test_every_recipe_runs_stack_splits_as_the_write_up_did(recipe: str) -> None:
-    assert _recipe(recipe, "iwrm_q_halt_in").model.act_mode == "act"
+    assert _recipe(recipe, "iwrm_q_halt_in").model.act_mode == (
+        "fixed" if recipe == "cpu" else "act"
+    )
     internal = _recipe(recipe, "Stack-Internal-Losses").model
     assert internal.act_mode == "none" and internal.carry_perturbation == 0
     unrolled = _recipe(recipe, "stack_supervisions_and_sum").model
     assert unrolled.act_mode == "none" and unrolled.halt_max_steps == 4
     assert unrolled.carry_perturbation == 0.001
+
+
+def test_the_cpu_recipe_is_one_fixed_supervision_step_with_a_q_head() -> None:
+    config = _recipe("cpu", "lm_loss_vs_q_halt_loss")
+    model, optim, data = config.model, config.optim, config.data
+    assert (model.hidden_size, model.H_cycles, model.L_cycles) == (64, 2, 2)
+    assert model.act_mode == "fixed" and model.halt_max_steps == 1 and model.has_q_head
+    assert (optim.optimizer, optim.lr, optim.warmup_steps, optim.ema_decay) == (
+        "adam_atan2",
+        3e-3,
+        50,
+        0.99,
+    )
+    assert (data.global_batch_size, data.examples_per_draw) == (64, 4)
+    # The no-ACT refinement split keeps one supervision step (its objectives are cycles).
+    assert _recipe("cpu", "stack_internal_losses").model.halt_max_steps == 1
+    sudoku = _recipe("cpu_sudoku", "sum")
+    assert sudoku.model.mlp_t and sudoku.model.pos_encodings == "none"
+    assert attrs.evolve(sudoku.model, mlp_t=False, pos_encodings="rope") == config.model
 
 
 def test_a_refinement_split_needs_a_model_that_reads_every_cycle_out() -> None:

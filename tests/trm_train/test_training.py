@@ -228,6 +228,7 @@ def test_evaluation_during_training_logs_pass_at_k(store_path: Path, tmp_path: P
     assert 0.0 <= summary.eval_metrics["eval/pass@2"] <= 1.0
     assert summary.eval_metrics["eval/num_tasks"] == 12
     assert read_metrics(tmp_path / "run")[-1]["eval/pass@1"] == summary.eval_metrics["eval/pass@1"]
+    assert summary.eval_metrics["eval/seconds"] > 0.0
     assert (tmp_path / "run" / "eval" / "step-00000002" / "submission.json").is_file()
 
 

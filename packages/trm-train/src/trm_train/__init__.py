@@ -1,7 +1,7 @@
 """Train and evaluate Tiny Recursive Models on ARC with gradient or Jacobian descent.
 
 `trm-train` (and `python -m trm_train` for torchrun) runs `train` on a `TrainConfig`
-built from a recipe (`arc2`, `tiny`) and command-line overrides; `trm-eval` scores a
+built from a recipe (`arc2`, `seed`, `cpu`, `cpu_sudoku`, `tiny`) and command-line overrides; `trm-eval` scores a
 run's checkpoint with the official pass@K rule; `trm-report` writes a run's report.md.
 """
 
@@ -15,6 +15,8 @@ from ._config import (
     OptimConfig,
     TrainConfig,
     arc2,
+    cpu,
+    cpu_sudoku,
     seed,
     split_model,
     tiny,
@@ -63,6 +65,8 @@ __all__ = [
     "TrainSummary",
     "TrainingError",
     "arc2",
+    "cpu",
+    "cpu_sudoku",
     "init_distributed",
     "line_chart",
     "list_checkpoints",

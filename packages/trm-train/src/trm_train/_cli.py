@@ -35,7 +35,8 @@ from ._loop import TrainingError, train
     show_default=True,
     help="arc2: the published ARC-AGI-2 setup (GPUs); seed: the research write-up's runs "
     "(arc2 with dropout 0.1, failure-weighted sampling, no EMA; H 3 / L 6 for stack_*); "
-    "tiny: a CPU-sized model. Every recipe runs the stack_* splits on the no-ACT model "
+    "cpu: the calibrated CPU recipe for ARC grids (docs/calibration.md); cpu_sudoku: the "
+    "same with TRM's Sudoku network (--mlp-t); tiny: a CPU-sized model. Every recipe runs the stack_* splits on the no-ACT model "
     "(T = 4 unrolled steps with carry noise 0.001 for stack_supervisions*).",
 )
 @click.option(
@@ -96,6 +97,26 @@ from ._loop import TrainingError, train
     "the same blocks, embeddings, heads, halting and losses with the --L-layers blocks "
     "applied once per supervision step (--H-cycles / --L-cycles ignored), to tell a "
     "failure of the recursion from one of the setup [default: trm].",
+)
+@click.option(
+    "--mlp-t/--attention",
+    "mlp_t",
+    default=None,
+    help="Mix tokens with a SwiGLU across the sequence instead of attention (TRM's Sudoku "
+    "variant, fixed-size grids; implies --pos-encodings none unless given) [default: "
+    "attention].",
+)
+@click.option(
+    "--pos-encodings",
+    type=click.Choice(["rope", "learned", "none"]),
+    default=None,
+    help="Position encodings [default: rope with attention].",
+)
+@click.option(
+    "--puzzle-emb-len",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Positions of the puzzle embedding (0: none).",
 )
 @click.option("--hidden-size", type=click.IntRange(min=1), default=None, help="Model width.")
 @click.option("--num-heads", type=click.IntRange(min=1), default=None, help="Attention heads.")

@@ -29,6 +29,9 @@ RESUMABLE = {
 # Option name -> TRMConfig field, for the architecture overrides.
 _MODEL_FIELDS = {
     "arch": "arch",
+    "mlp_t": "mlp_t",
+    "pos_encodings": "pos_encodings",
+    "puzzle_emb_len": "puzzle_emb_len",
     "hidden_size": "hidden_size",
     "num_heads": "num_heads",
     "l_layers": "L_layers",
@@ -78,9 +81,11 @@ def config_from_options(options: dict[str, Any], given: set[str]) -> tuple[Train
     config = RECIPES[options["recipe"]](
         meta.num_puzzle_identifiers, meta.seq_len, options["data"], options["split"]
     )
-    model = attrs.evolve(
-        config.model, **_given(**{field: options[name] for name, field in _MODEL_FIELDS.items()})
-    )
+    model_fields = _given(**{field: options[name] for name, field in _MODEL_FIELDS.items()})
+    if model_fields.get("mlp_t") and "pos_encodings" not in model_fields:
+        # Token mixing by MLP has no attention for RoPE to act on.
+        model_fields["pos_encodings"] = "none"
+    model = attrs.evolve(config.model, **model_fields)
     objective = attrs.evolve(
         config.objective,
         **_given(

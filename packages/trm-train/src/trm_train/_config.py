@@ -240,5 +240,44 @@ def tiny(num_puzzle_identifiers: int, seq_len: int, store: Path, split: str = "s
     )
 
 
+def cpu(num_puzzle_identifiers: int, seq_len: int, store: Path, split: str = "sum") -> TrainConfig:
+    """The calibrated CPU recipe for ARC grids (docs/calibration.md): the tiny network
+    (hidden 64, attention with RoPE, H 2 / L 2) with one supervision step of fixed length
+    (the Q head and its loss kept, so the halting splits apply), batch 64 of at most 4
+    examples per task draw, lr 3e-3 after 50 warm-up steps, EMA 0.99, 2000 steps with an
+    evaluation every 500; `stack_supervisions*` unroll T = 4 steps. Chosen by training
+    figures on ARC-GEN-small; about 1 s per step on one core for 10 x 10 canvases."""
+    model = attrs.evolve(
+        trm_model.tiny(num_puzzle_identifiers), seq_len=seq_len, act_mode="fixed", halt_max_steps=1
+    )
+    model = split_model(model, split)
+    if ObjectiveConfig(split=split).stacks_supervisions:
+        model = attrs.evolve(model, halt_max_steps=_STACKED_SUPERVISION_STEPS)
+    return TrainConfig(
+        model=model,
+        optim=OptimConfig(lr=3e-3, warmup_steps=50, ema_decay=0.99, weight_decay=0.1),
+        objective=ObjectiveConfig(split=split),
+        data=DataConfig(store=store, global_batch_size=64, examples_per_draw=4, in_memory=True),
+        loop=LoopConfig(steps=2000, eval_every=500, checkpoint_every=500, eval_batch_size=512),
+    )
+
+
+def cpu_sudoku(
+    num_puzzle_identifiers: int, seq_len: int, store: Path, split: str = "sum"
+) -> TrainConfig:
+    """`cpu` with TRM's Sudoku network: tokens mixed by a SwiGLU across the sequence
+    instead of attention, no position encoding (`mlp_t`, as the paper's Sudoku runs). On
+    generated 6 x 6 Sudoku it learns in minutes where attention takes tens of minutes
+    (docs/calibration.md); it needs a fixed-size grid."""
+    config = cpu(num_puzzle_identifiers, seq_len, store, split)
+    return attrs.evolve(config, model=attrs.evolve(config.model, mlp_t=True, pos_encodings="none"))
+
+
 Recipe = Callable[[int, int, Path, str], TrainConfig]
-RECIPES: dict[str, Recipe] = {"arc2": arc2, "seed": seed, "tiny": tiny}
+RECIPES: dict[str, Recipe] = {
+    "arc2": arc2,
+    "cpu": cpu,
+    "cpu_sudoku": cpu_sudoku,
+    "seed": seed,
+    "tiny": tiny,
+}

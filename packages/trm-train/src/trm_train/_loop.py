@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,11 @@ def train(
                 raise TrainingError(f"{error}; stopped. {_kept(run_dir)}") from error
             step, last = trainer.step, trainer.step == loop.steps
             if loop.eval_every is not None and (step % loop.eval_every == 0 or last):
+                started = time.perf_counter()
                 eval_metrics = evaluate_trainer(trainer, run_dir / "eval" / f"step-{step:08d}")
+                if eval_metrics:
+                    # Wall time of the evaluation, so that curves against time can add it.
+                    eval_metrics["eval/seconds"] = time.perf_counter() - started
                 metrics.update(eval_metrics)
             if log is not None and (step % config.logging.log_every == 0 or last):
                 log.log(step, metrics)
