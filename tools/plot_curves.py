@@ -52,7 +52,8 @@ def smooth(values: np.ndarray, width: int) -> np.ndarray:
     sums = np.cumsum(np.concatenate([[0.0], values]))
     ends = np.arange(1, len(values) + 1)
     starts = np.maximum(ends - width, 0)
-    return (sums[ends] - sums[starts]) / (ends - starts)
+    means: np.ndarray = (sums[ends] - sums[starts]) / (ends - starts)
+    return means
 
 
 @click.command()
