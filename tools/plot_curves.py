@@ -69,7 +69,7 @@ def main(runs: tuple[str, ...], out: Path, title: str) -> None:
 
     figure, axes = plt.subplots(2, 3, figsize=(15, 8))
     for spec in runs:
-        label, sep, directory = spec.partition("=")
+        label, sep, directory = spec.rpartition("=")
         if not sep:
             raise click.UsageError(f"--run {spec!r}: expected LABEL=RUN_DIR")
         data = curves(read_metrics(Path(directory)))
