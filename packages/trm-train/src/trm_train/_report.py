@@ -207,8 +207,13 @@ def _configuration(config: TrainConfig, rows: list[dict[str, Any]]) -> str:
         ("engine", engine),
         (
             "model",
-            f"hidden {model.hidden_size}, heads {model.num_heads}, L_layers {model.L_layers}, "
-            f"H_cycles {model.H_cycles}, L_cycles {model.L_cycles}, "
+            (
+                "transformer baseline (no recursion), "
+                if model.arch == "transformer"
+                else f"TRM, H_cycles {model.H_cycles}, L_cycles {model.L_cycles}, "
+            )
+            + ("token-mixing MLP, " if model.mlp_t else f"{model.num_heads} heads, ")
+            + f"hidden {model.hidden_size}, L_layers {model.L_layers}, "
             f"act mode {model.act_mode}, halt max steps {model.halt_max_steps}, "
             f"{model.forward_dtype}",
         ),
