@@ -8,7 +8,6 @@ pairs are the held-out ones. Colours: walls 5, open 0, S 3, G 2, path 4 (see `_m
 
 from __future__ import annotations
 
-import csv
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +26,17 @@ from arc_data._maze import (
     generate,
     maze_key,
 )
-from arc_data._source_options import check_subset, parameters, split_by_group, subsample
+from arc_data._source_options import (
+    check_subset,
+    parameters,
+    read_csv_grids,
+    split_by_group,
+    subsample,
+)
 from arc_data._task import MAX_GRID_SIZE, Grid, Pair, Task
 
 DEFAULT_TRAIN = 1000
 DEFAULT_TEST = 200
-CSV_HEADER = ["source", "question", "answer", "rating"]
 # A CSV maze may have any side that fits a canvas; 2 is the least that holds S and G.
 MIN_CSV_SIDE = 2
 SIDE_OF_LENGTH = {n * n: n for n in range(MIN_CSV_SIDE, MAX_GRID_SIZE + 1)}
@@ -166,51 +170,12 @@ def _task(name: str, train: Sequence[tuple[Grid, Grid]], test: Sequence[tuple[Gr
 def _read_csv(path: Path) -> tuple[Stack, Stack]:
     """Questions and answers `[k, n, n]` of a maze CSV file as colours, checked: one S and
     one G, and answers that draw a shortest S-G path on the question."""
-    # Characters go straight into byte buffers (non-ASCII ones as '?', one byte each, so
-    # cell positions hold), as for Sudoku CSV files.
-    questions, answers, lines = bytearray(), bytearray(), array("q")
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise ArcDataError(f"{path}: empty, expected the header {','.join(CSV_HEADER)}")
-            if header != CSV_HEADER:
-                raise ArcDataError(
-                    f"{path}: header is {','.join(header)!r}, expected {','.join(CSV_HEADER)}"
-                )
-            length = 0
-            for row in reader:
-                if len(row) != len(CSV_HEADER):
-                    raise ArcDataError(
-                        f"{path}: line {reader.line_num}: {len(row)} fields, expected 4"
-                    )
-                question, answer = row[1], row[2]
-                length = length or len(question)
-                if length not in SIDE_OF_LENGTH or len(question) != length or len(answer) != length:
-                    raise ArcDataError(
-                        f"{path}: line {reader.line_num}: question of {len(question)} and "
-                        f"answer of {len(answer)} characters; expected "
-                        + (
-                            f"{length} as on line {lines[0]}"
-                            if lines
-                            else f"N*N for a side N from {MIN_CSV_SIDE} to {MAX_GRID_SIZE}"
-                        )
-                    )
-                questions += question.encode("ascii", errors="replace")
-                answers += answer.encode("ascii", errors="replace")
-                lines.append(reader.line_num)
-    except OSError as error:
-        raise ArcDataError(f"{path}: cannot read ({error.strerror})") from error
-    except UnicodeDecodeError as error:
-        raise ArcDataError(f"{path}: not UTF-8 text ({error.reason})") from error
-    except csv.Error as error:
-        raise ArcDataError(f"{path}: not a valid CSV file ({error})") from error
-    if not lines:
-        raise ArcDataError(f"{path}: no mazes")
-    side = SIDE_OF_LENGTH[length]
-    raw_questions = np.frombuffer(questions, dtype=np.uint8).reshape(len(lines), side, side)
-    raw_answers = np.frombuffer(answers, dtype=np.uint8).reshape(len(lines), side, side)
+    raw_questions, raw_answers, lines = read_csv_grids(
+        path,
+        SIDE_OF_LENGTH,
+        f"N*N for a side N from {MIN_CSV_SIDE} to {MAX_GRID_SIZE}",
+        "mazes",
+    )
     # A question has no path yet: 'o' is an answer's character only.
     colour_questions = _colours(path, lines, raw_questions, "question", CHARSET.replace("o", ""))
     colour_answers = _colours(path, lines, raw_answers, "answer", CHARSET)

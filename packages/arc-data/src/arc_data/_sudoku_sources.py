@@ -9,7 +9,6 @@ test pairs are the held-out ones. Digits are colours 1..n, a blank is colour 0.
 
 from __future__ import annotations
 
-import csv
 from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +18,13 @@ import numpy as np
 import numpy.typing as npt
 
 from arc_data._errors import ArcDataError
-from arc_data._source_options import check_subset, parameters, split_by_group, subsample
+from arc_data._source_options import (
+    check_subset,
+    parameters,
+    read_csv_grids,
+    split_by_group,
+    subsample,
+)
 from arc_data._sudoku import (
     BOX_SHAPES,
     MIN_GIVENS,
@@ -34,7 +39,6 @@ DEFAULT_TEST = 200
 # Well above the fewest givens, so that most attempts succeed (about 1 in 2 for 9 x 9
 # at 24 givens, 1 in 5 at 23; 6 x 6 at 9 givens 1 in 5).
 DEFAULT_GIVENS = {4: 6, 6: 12, 9: 26}
-CSV_HEADER = ["source", "question", "answer", "rating"]
 SIDE_OF_LENGTH = {16: 4, 36: 6, 81: 9}
 # Separate the generator's and the CSV subsampler's streams from the build's others.
 GENERATOR_STREAM = 0x5D0C
@@ -191,50 +195,10 @@ def _side(box: tuple[int, int]) -> int:
 def _read_csv(path: Path) -> tuple[Stack, Stack, tuple[int, int]]:
     """Questions and answers `[k, n, n]` of a Sudoku CSV file (blank 0), checked: answers
     are valid solutions and agree with every given."""
-    # Characters go straight into byte buffers (non-ASCII ones as '?', one byte each, so
-    # cell positions hold): a few hundred MB for Sudoku-Extreme's 3.8 M rows, not GBs of
-    # Python strings.
-    questions, answers, lines = bytearray(), bytearray(), array("q")
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise ArcDataError(f"{path}: empty, expected the header {','.join(CSV_HEADER)}")
-            if header != CSV_HEADER:
-                raise ArcDataError(
-                    f"{path}: header is {','.join(header)!r}, expected {','.join(CSV_HEADER)}"
-                )
-            length = 0
-            for row in reader:
-                if len(row) != len(CSV_HEADER):
-                    raise ArcDataError(
-                        f"{path}: line {reader.line_num}: {len(row)} fields, expected 4"
-                    )
-                question, answer = row[1], row[2]
-                length = length or len(question)
-                if length not in SIDE_OF_LENGTH or len(question) != length or len(answer) != length:
-                    raise ArcDataError(
-                        f"{path}: line {reader.line_num}: question of {len(question)} and "
-                        f"answer of {len(answer)} characters; expected "
-                        + (f"{length} as on line {lines[0]}" if lines else "16, 36 or 81")
-                    )
-                questions += question.encode("ascii", errors="replace")
-                answers += answer.encode("ascii", errors="replace")
-                lines.append(reader.line_num)
-    except OSError as error:
-        raise ArcDataError(f"{path}: cannot read ({error.strerror})") from error
-    except UnicodeDecodeError as error:
-        raise ArcDataError(f"{path}: not UTF-8 text ({error.reason})") from error
-    except csv.Error as error:
-        raise ArcDataError(f"{path}: not a valid CSV file ({error})") from error
-    if not lines:
-        raise ArcDataError(f"{path}: no puzzles")
-    side = SIDE_OF_LENGTH[length]
-    box = BOX_SHAPES[side]
     # Views of the buffers, turned into digits in place once their characters are checked.
-    digits = np.frombuffer(questions, dtype=np.uint8).reshape(len(lines), side, side)
-    solutions = np.frombuffer(answers, dtype=np.uint8).reshape(len(lines), side, side)
+    digits, solutions, lines = read_csv_grids(path, SIDE_OF_LENGTH, "16, 36 or 81", "puzzles")
+    side = digits.shape[1]
+    box = BOX_SHAPES[side]
     last = ord("0") + side
     _check_alphabet(
         path,
