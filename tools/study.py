@@ -1,12 +1,16 @@
-"""Does JD help TRM? Train every split family at equal optimizer steps over several seeds
-on one store, then write a markdown table (mean ± std over seeds) and GD-cosine traces.
+"""Does Jacobian descent help TRM? The study of docs/results.md, resumable, in one command.
 
-    python tools/study.py --store runs/compact.zarr --steps 200 --seeds 0,1,2 \
-        --out docs/study/table.md
+    python tools/study.py                              # the full grid (hours; see README)
+    python tools/study.py --family arc-gen --quick     # 2 arms x 2 seeds, short runs
+    python tools/study.py --budget-minutes 110         # stop starting runs after 110 min
 
-Runs land in `--runs-dir/<split>-seed<k>`; finished ones (a checkpoint at `--steps`) are
-read back instead of retrained, so an interrupted study continues where it stopped (the
-run it was in starts over).
+Two families (ARC-GEN-small tasks with outputs <= 6 x 6 at `--recipe cpu`, generated
+6 x 6 Sudoku at `--recipe cpu_sudoku`); 8 arms with AdamATan2 (the recipe's rate); `sum`
+and `iwrm_q_halt_in` with SGD + momentum, the rate tuned per arm on the first seed; 5
+paired seeds. Each run is a `trm-train` process with one torch thread, `--jobs` at a time.
+A finished run leaves `docs/study/runs/<key>.json`; the same command skips those, so an
+interrupted study goes on where it stopped (the runs it was in start over). Then
+`study_analysis` writes the tables and plots from the records alone.
 """
 
 from __future__ import annotations
@@ -14,200 +18,213 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import statistics
+import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
 
 import attrs
 import click
-
-import arc_data
-from trm_train import (
-    Distributed,
-    LoggingConfig,
-    TrainConfig,
-    line_chart,
-    list_checkpoints,
-    read_metrics,
-    tiny,
-    train,
+from study_analysis import tuned_sgd_lr
+from study_protocol import (
+    ARC_GEN,
+    ARMS,
+    FAMILIES,
+    QUICK_ARMS,
+    SEEDS,
+    SGD_ARMS,
+    SGD_LRS,
+    SUDOKU,
+    Family,
+    RunSpec,
+    iter_specs,
+    run_record,
+    run_training,
 )
-
-# The families of the write-up; pixel-wise ones are grouped into --groups buckets.
-SPLITS = (
-    "sum",
-    "lm_loss_vs_q_halt_loss",
-    "iwrm_q_halt_in",
-    "pixelwise_q_halt_in",
-    "iwrm_pixelwise_q_halt_in",
-    "stack_internal_losses",
-    "stack_internal_and_sum",
-    "stack_supervisions",
-    "stack_supervisions_and_iwrm",
-)
-COLUMNS = (
-    "pass@1",
-    "pass@2",
-    "train exact",
-    "train token acc",
-    "train loss",
-    "GD cosine",
-    "step s",
-)
+from study_report import write_analysis
 
 
-def study_config(
-    store: Path, split: str, *, seed: int, steps: int, batch_size: int, groups: int
-) -> TrainConfig:
-    meta = arc_data.open_store(store).metadata
-    config = tiny(meta.num_puzzle_identifiers, meta.seq_len, store, split)
-    objective = attrs.evolve(config.objective, groups=groups if "pixelwise" in split else None)
-    return attrs.evolve(
-        config,
-        objective=objective,
-        data=attrs.evolve(config.data, global_batch_size=batch_size),
-        loop=attrs.evolve(
-            config.loop, steps=steps, seed=seed, eval_every=steps, checkpoint_every=steps
-        ),
-        logging=LoggingConfig(wandb="disabled"),
-    )
+def _log(start: float, message: str) -> None:
+    print(f"[{(time.perf_counter() - start) / 60:6.1f} min] {message}", file=sys.stderr, flush=True)
 
 
-def summarise(run_dir: Path) -> dict[str, Any]:
-    """The figures of one finished run, from its metrics.jsonl: evaluation at the last
-    step; training accuracy and loss averaged over the last fifth of the steps."""
-    rows = read_metrics(run_dir)
-    tail = rows[-max(1, len(rows) // 5) :]
-    exact = [r["train/exact_accuracy"] for r in tail if "train/exact_accuracy" in r]
-    tokens = [r["train/accuracy"] for r in tail if "train/accuracy" in r]
-    cosines = [r["jd/cosine_to_mean"] for r in rows if _finite(r.get("jd/cosine_to_mean"))]
-    return {
-        "pass@1": rows[-1].get("eval/pass@1", math.nan),
-        "pass@2": rows[-1].get("eval/pass@2", math.nan),
-        "train exact": statistics.fmean(exact) if exact else math.nan,
-        "train token acc": statistics.fmean(tokens) if tokens else math.nan,
-        "train loss": statistics.fmean(r["train/loss"] for r in tail),
-        "GD cosine": statistics.fmean(cosines) if cosines else math.nan,
-        "step s": statistics.median(r["train/step_seconds"] for r in rows),
-        "cosine trace": [
-            (r["step"], r["jd/cosine_to_mean"]) for r in rows if _finite(r.get("jd/cosine_to_mean"))
-        ],
-    }
+def ensure_store(family: Family, data_dir: Path, start: float) -> Path:
+    store = family.store(data_dir)
+    if not store.exists():
+        _log(start, f"building {store}")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for command in family.build_commands(data_dir):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise click.ClickException(f"building {store} failed:\n{done.stderr[-2000:]}")
+    return store
 
 
-def cosine_traces(
-    results: dict[str, list[dict[str, Any]]], limit: int = 6
-) -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
-    """Seed 0's GD-cosine traces to plot: the `limit` most bent among the splits whose JD
-    update ever left the mean gradient (all traces when none did), and the splits that
-    stayed at 1."""
-    traces = {s: runs[0]["cosine trace"] for s, runs in results.items() if runs[0]["cosine trace"]}
-    bent = [s for s, t in traces.items() if min(c for _, c in t) < 1 - 1e-6]
-    ranked = sorted(bent, key=lambda s: statistics.fmean(c for _, c in traces[s]))
-    plotted = ranked[:limit] or list(traces)[:limit]
-    return {s: traces[s] for s in plotted}, [s for s in traces if s not in bent]
+class Runner:
+    """Trains the runs not yet recorded, `jobs` at a time, and records each as it ends."""
 
+    def __init__(
+        self, runs_dir: Path, records_dir: Path, jobs: int, deadline: float, start: float
+    ) -> None:
+        self.runs_dir, self.records_dir = runs_dir, records_dir
+        self.pool = ThreadPoolExecutor(jobs)
+        self.deadline, self.start = deadline, start
+        self.pending: dict[Future[bool], RunSpec] = {}
+        self.trained = 0
+        records_dir.mkdir(parents=True, exist_ok=True)
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+    def record_path(self, spec: RunSpec) -> Path:
+        return self.records_dir / f"{spec.key}.json"
 
+    def submit(self, spec: RunSpec, store: Path) -> None:
+        if self.record_path(spec).exists():
+            return
+        self.pending[self.pool.submit(self._train, spec, store)] = spec
 
-def _cell(values: list[float], digits: int) -> str:
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return "n/a"
-    spread = statistics.pstdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.{digits}f} ± {spread:.{digits}f}"
+    def _train(self, spec: RunSpec, store: Path) -> bool:
+        if time.perf_counter() > self.deadline:
+            return False  # past the piece's budget: the next call starts it
+        run_dir = self.runs_dir / spec.key
+        shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
+        _log(self.start, f"start {spec.key}")
+        run_training(spec, store, run_dir, self.runs_dir / "logs" / f"{spec.key}.txt")
+        record = run_record(spec, run_dir)
+        partial = self.record_path(spec).with_suffix(".partial")
+        partial.write_text(json.dumps(record, separators=(",", ":")) + "\n")
+        partial.replace(self.record_path(spec))
+        last = record["evals"][-1]
+        _log(self.start, f"done  {spec.key}: pass@1 {last['pass@1']:.3f}")
+        return True
 
-
-def results_table(results: dict[str, list[dict[str, Any]]]) -> str:
-    lines = ["| split | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for split, runs in results.items():
-        cells = [_cell([run[c] for run in runs], 4 if c == "GD cosine" else 3) for c in COLUMNS]
-        lines.append(f"| `{split}` | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    def drain(self) -> None:
+        """Wait for every submitted run; the first failure stops the study."""
+        while self.pending:
+            done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                del self.pending[future]
+                try:
+                    self.trained += future.result()
+                except RuntimeError as error:
+                    raise click.ClickException(str(error)) from error
 
 
 @click.command()
 @click.option(
-    "--store",
-    type=click.Path(path_type=Path, exists=True),
-    required=True,
-    help="A store built by `arc-data build` (the compact 10 x 10 one).",
-)
-@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option(
-    "--groups",
-    type=click.IntRange(min=1),
-    default=10,
+    "--family",
+    type=click.Choice(["all", *FAMILIES]),
+    default="all",
     show_default=True,
-    help="Buckets of the pixel-wise splits.",
+    help="Which family to run.",
 )
-@click.option("--splits", default=",".join(SPLITS), show_default=True)
+@click.option("--quick", is_flag=True, help="2 arms (sum, iwrm_q_halt_in) x 2 seeds, half length.")
+@click.option("--steps", type=click.IntRange(min=1), help="Steps per run [default: the family's].")
+@click.option("--seeds", default=",".join(map(str, SEEDS)), show_default=True)
+@click.option("--no-sgd", is_flag=True, help="Skip the SGD part.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option(
-    "--runs-dir", type=click.Path(path_type=Path), default=Path("runs/study"), show_default=True
+    "--budget-minutes",
+    type=click.FloatRange(min=0),
+    help="Start no run after this many minutes (the running ones finish): one piece.",
 )
 @click.option(
-    "--out",
+    "--arms",
+    "arm_names",
+    default=",".join(a.name for a in ARMS),
+    show_default=True,
+    help="Comma-separated arms (of the list shown).",
+)
+@click.option(
+    "--sgd-lrs",
+    default=",".join(f"{lr:g}" for lr in SGD_LRS),
+    show_default=True,
+    help="The SGD learning-rate sweep (log-spaced).",
+)
+@click.option(
+    "--arc-gen",
     type=click.Path(path_type=Path),
-    default=Path("docs/study/table.md"),
+    default=ARC_GEN,
     show_default=True,
-    help="The markdown table; the plot goes beside it.",
+    help="Kaggle prefix of ARC-GEN-small.",
+)
+@click.option(
+    "--sudoku-source",
+    default=SUDOKU,
+    show_default=True,
+    help="arc-data source of the Sudoku family (`sudoku:N?...`, N <= 6).",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path),
+    default=Path("runs/study"),
+    show_default=True,
+    help="Stores and run folders (not committed).",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(path_type=Path),
+    default=Path("docs/study"),
+    show_default=True,
+    help="Run records (runs/*.json), tables and plots.",
 )
 def main(
-    store: Path,
-    steps: int,
+    family: str,
+    quick: bool,
+    steps: int | None,
     seeds: str,
-    batch_size: int,
-    groups: int,
-    splits: str,
-    runs_dir: Path,
-    out: Path,
+    no_sgd: bool,
+    jobs: int,
+    budget_minutes: float | None,
+    arm_names: str,
+    sgd_lrs: str,
+    arc_gen: Path,
+    sudoku_source: str,
+    work_dir: Path,
+    out_dir: Path,
 ) -> None:
-    """Train each split for each seed at equal steps; write the table and the traces."""
-    seed_list = [int(s) for s in seeds.split(",")]
-    results: dict[str, list[dict[str, Any]]] = {}
+    """Train the study's grid (resumably), then write its tables and plots."""
     start = time.perf_counter()
-    # Seed-major, so that a study cut short still has every split at the first seeds.
-    for seed in seed_list:
-        for split in splits.split(","):
-            run_dir = runs_dir / f"{split}-seed{seed}"
-            if not any(step == steps for step, _ in list_checkpoints(run_dir)):
-                print(
-                    f"[{time.perf_counter() - start:6.0f} s] {split} seed {seed}", file=sys.stderr
-                )
-                config = study_config(
-                    store, split, seed=seed, steps=steps, batch_size=batch_size, groups=groups
-                )
-                # Runs save only at their last step: anything else there is an unfinished
-                # or differently sized run, trained again from scratch.
-                shutil.rmtree(run_dir, ignore_errors=True)
-                train(config, run_dir, Distributed(), progress=False)
-            results.setdefault(split, []).append(summarise(run_dir))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    plot = out.with_name(out.stem + "-gd-cosine.png")
-    plotted, flat = cosine_traces(results)
-    line_chart(plotted, plot, title="GD cosine (seed 0)", ylabel="cosine(JD update, mean gradient)")
-    raw = {
-        split: [{k: v for k, v in run.items() if k != "cosine trace"} for run in runs]
-        for split, runs in results.items()
-    }
-    (out.with_suffix(".json")).write_text(json.dumps(raw, indent=2) + "\n")
-    command = " ".join(["python tools/study.py", *sys.argv[1:]])
-    caption = (
-        f"GD cosine per step, seed 0: {', '.join(f'`{s}`' for s in plotted)}"
-        + (f"; {', '.join(f'`{s}`' for s in flat)} stayed at 1" if flat else "")
-        + "."
-    )
-    out.write_text(
-        f"<!-- generated by: {command} -->\n\n{results_table(results)}\n\n"
-        f"![GD cosine]({plot.name})\n\n{caption}\n"
-    )
-    print(f"wrote {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    deadline = start + 60 * budget_minutes if budget_minutes is not None else math.inf
+    seed_list = tuple(int(s) for s in seeds.split(","))
+    by_name = {a.name: a for a in ARMS}
+    unknown = [name for name in arm_names.split(",") if name not in by_name]
+    if unknown:
+        raise click.BadParameter(f"unknown arm(s) {unknown}; known: {list(by_name)}")
+    arms = tuple(by_name[name] for name in arm_names.split(","))
+    lrs = () if no_sgd else tuple(float(lr) for lr in sgd_lrs.split(","))
+    if quick:
+        seed_list, lrs = seed_list[:2], ()
+        arms = tuple(a for a in arms if a.name in QUICK_ARMS)
+        out_dir, work_dir = out_dir / "quick", work_dir / "quick"
+    sources = {"arc-gen": str(arc_gen), "sudoku": sudoku_source}
+    families = [
+        attrs.evolve(fam, source=sources[name])
+        for name, fam in FAMILIES.items()
+        if family in ("all", name)
+    ]
+    runner = Runner(work_dir / "runs", out_dir / "runs", jobs, deadline, start)
+    try:
+        lengths = {fam.name: steps or (fam.quick_steps if quick else fam.steps) for fam in families}
+        for fam in families:
+            store = ensure_store(fam, work_dir / "data", start)
+            for spec in iter_specs(fam, seed_list, lengths[fam.name], arms, lrs):
+                runner.submit(spec, store)
+        runner.drain()
+        # The SGD seeds past the first, at each arm's rate tuned on the first seed.
+        for fam in families if lrs else []:
+            for arm in (a for a in arms if a.name in SGD_ARMS):
+                lr = tuned_sgd_lr(out_dir / "runs", fam.name, arm.name, seed_list[0], lrs)
+                if lr is None:
+                    continue  # the sweep is not complete (a budget cut it short)
+                for seed in seed_list[1:]:
+                    spec = RunSpec(fam, "sgd", arm, seed, lengths[fam.name], lr)
+                    runner.submit(spec, fam.store(work_dir / "data"))
+        runner.drain()
+    finally:
+        runner.pool.shutdown(cancel_futures=True)
+    _log(start, f"{runner.trained} runs trained; writing the analysis")
+    write_analysis(out_dir, command=" ".join(["python tools/study.py", *sys.argv[1:]]))
+    _log(start, f"wrote {out_dir}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,126 @@
+"""tools/study_analysis.py on hand-made run records: every metric against a hand-computed
+value, the paired bootstrap, the SGD rate choice and the equal-time reading."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+@pytest.fixture(scope="module")
+def analysis() -> ModuleType:
+    sys.path.insert(0, str(TOOLS))
+    try:
+        return importlib.import_module("study_analysis")
+    finally:
+        sys.path.remove(str(TOOLS))
+
+
+def record(
+    arm: str,
+    seed: int,
+    losses: list[float | None],
+    step_seconds: float,
+    evals: list[tuple[int, float, list[str]]],
+    *,
+    optimizer: str = "adam_atan2",
+    lr: float | None = None,
+) -> dict[str, Any]:
+    steps = len(losses)
+    return {
+        "family": "f",
+        "optimizer": optimizer,
+        "arm": arm,
+        "split": arm,
+        "seed": seed,
+        "lr": lr,
+        "steps": steps,
+        "items": 4,
+        "train": {
+            "loss": losses,
+            "step_seconds": [step_seconds] * steps,
+            "gd_cosine": [1.0 if arm == "sum" else 0.5] * steps,
+            "conflict_share": [0.0 if arm == "sum" else 0.25] * steps,
+        },
+        "evals": [
+            {
+                "step": step,
+                "train_seconds": step * step_seconds,
+                "pass@1": score,
+                "pass@2": score,
+                "solved": solved,
+            }
+            for step, score, solved in evals
+        ],
+    }
+
+
+def test_metrics_of_one_run_against_hand_computed_values(analysis: ModuleType) -> None:
+    gd = record("sum", 0, [4.0, 3.0, 2.0, 1.0], 1.0, [(2, 0.2, ["a"]), (4, 0.4, ["b"])])
+    jd = record("jd", 0, [4.0, 2.0, 2.0, 0.0], 2.0, [(2, 0.1, ["a"]), (4, 0.6, ["a", "c"])])
+    metrics = analysis.run_metrics(jd, gd)
+    assert metrics["pass@1"] == 0.6
+    assert metrics["loss AUC"] == 2.0  # (4 + 2 + 2 + 0) / 4
+    assert metrics["never solved"] == 0.5  # a and c of 4 items
+    assert metrics["steps to half GD"] == 4  # half of GD's 0.4 is reached at step 4
+    # GD took 4 s; in 4 s the JD run did 2 steps: its step-2 evaluation and the mean loss
+    # of the last tenth (one step) of those 2 steps.
+    assert metrics["pass@1 at GD time"] == 0.1
+    assert metrics["loss at GD time"] == 2.0
+    assert (metrics["GD cosine"], metrics["conflict share"], metrics["step s"]) == (0.5, 0.25, 2.0)
+    assert analysis.run_metrics(gd, gd)["never solved"] == 0.5  # a, b
+
+
+def test_a_diverged_run_has_infinite_loss_auc(analysis: ModuleType) -> None:
+    run = record("sum", 0, [4.0, None, None, None], 1.0, [(4, 0.0, [])])
+    assert analysis.loss_auc(run) == math.inf
+    assert analysis.loss_auc(run, 0.25) == 4.0
+
+
+def test_bootstrap_interval(analysis: ModuleType) -> None:
+    mean, low, high = analysis.bootstrap_ci([1.0, 1.0, 1.0])
+    assert (mean, low, high) == (1.0, 1.0, 1.0)
+    mean, low, high = analysis.bootstrap_ci([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.0 and 0.0 <= low < 2.0 < high <= 4.0
+    # The resampled means are averages of 5 draws: the interval sits well inside [0, 4].
+    assert 0.6 < low < 1.2 and 2.8 < high < 3.4
+    assert analysis.bootstrap_ci([0.0, 1.0, 2.0, 3.0, 4.0]) == (mean, low, high)  # seeded
+
+
+def test_paired_comparison_calls_a_constant_gain_real(analysis: ModuleType) -> None:
+    arms: dict[str, list[dict[str, Any]]] = {"sum": [], "jd": []}
+    for seed, base in enumerate((0.2, 0.3, 0.25, 0.35, 0.3)):
+        arms["sum"].append(record("sum", seed, [1.0] * 4, 1.0, [(4, base, [])]))
+        arms["jd"].append(record("jd", seed, [1.0] * 4, 1.0, [(4, base + 0.1, [])]))
+    table = analysis.compare(arms)
+    entry = table["jd"]["pass@1"]
+    assert entry["pairs"] == 5
+    assert entry["delta"] == pytest.approx(0.1)
+    assert entry["delta_ci"][0] == pytest.approx(0.1) and entry["delta_ci"][1] == pytest.approx(0.1)
+    assert table["sum"]["pass@1"]["delta"] == 0.0
+
+
+def test_sgd_rate_is_the_lowest_first_half_auc_once_the_sweep_is_complete(
+    analysis: ModuleType, tmp_path: Path
+) -> None:
+    losses: dict[float, list[float | None]] = {
+        0.01: [3.0, 3.0, 0.0, 0.0],
+        0.1: [2.0, 2.0, 5.0, 5.0],
+        1.0: [9.0, None, None, None],
+    }
+    for lr, curve in losses.items():
+        run = record("sum", 0, curve, 1.0, [(4, 0.0, [])], optimizer="sgd", lr=lr)
+        (tmp_path / f"{lr}.json").write_text(json.dumps(run))
+    # The first half decides (0.1: 2.0 < 0.01: 3.0), even though 0.01 ends lower.
+    assert analysis.tuned_sgd_lr(tmp_path, "f", "sum", 0, (0.01, 0.1, 1.0)) == 0.1
+    assert analysis.tuned_sgd_lr(tmp_path, "f", "sum", 0, (0.01, 0.1, 1.0, 3.0)) is None
+    assert analysis.tuned_sgd_lr(tmp_path, "f", "iwrm", 0, (0.01,)) is None

@@ -1,0 +1,187 @@
+"""The study's statistics, tables and plots, computed from the run records alone.
+
+Each arm is compared with `sum` (gradient descent) seed by seed: the paired differences
+over seeds get a 95% percentile-bootstrap confidence interval, and a difference is called
+real only when that interval excludes 0. Equal-time figures read each run at the
+training seconds its own seed's `sum` run needed for all its steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from study_protocol import ARMS
+
+Record = dict[str, Any]
+BOOTSTRAP_SAMPLES = 10_000
+EQUAL_TIME_METRICS = ("pass@1 at GD time", "loss at GD time")
+
+
+def load_records(records_dir: Path) -> list[Record]:
+    return [json.loads(path.read_text()) for path in sorted(records_dir.glob("*.json"))]
+
+
+def _finite(values: list[float | None]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def loss_auc(record: Record, fraction: float = 1.0) -> float:
+    """Mean training loss over the first `fraction` of the steps (inf once it diverged)."""
+    losses = record["train"]["loss"][: max(1, round(fraction * record["steps"]))]
+    return math.inf if any(v is None for v in losses) else statistics.fmean(losses)
+
+
+def tuned_sgd_lr(
+    records_dir: Path, family: str, arm: str, seed: int, lrs: tuple[float, ...]
+) -> float | None:
+    """The SGD rate of the first seed's sweep with the lowest training-loss AUC over the
+    first half of the steps; None until every rate of the sweep has a record."""
+    sweep = {
+        r["lr"]: loss_auc(r, 0.5)
+        for r in load_records(records_dir)
+        if (r["family"], r["optimizer"], r["arm"], r["seed"]) == (family, "sgd", arm, seed)
+        and r["lr"] in lrs
+    }
+    if not set(lrs) <= set(sweep):
+        return None
+    best: float = min(sweep, key=lambda lr: (sweep[lr], lr))
+    return best
+
+
+def _seconds(record: Record) -> list[float]:
+    return list(np.cumsum([s or 0.0 for s in record["train"]["step_seconds"]]))
+
+
+def at_seconds(record: Record, budget: float) -> tuple[float, float]:
+    """(held-out pass@1, training loss) of a run read at `budget` training seconds: its
+    last evaluation within the budget (0 before the first), and the mean loss of the
+    last tenth of the steps done by then."""
+    scores = [e["pass@1"] for e in record["evals"] if e["train_seconds"] <= budget * 1.001]
+    seconds = _seconds(record)
+    done = max(1, sum(1 for s in seconds if s <= budget * 1.001))
+    window = record["train"]["loss"][max(0, done - max(1, done // 10)) : done]
+    loss = math.inf if any(v is None for v in window) else statistics.fmean(window)
+    return (scores[-1] if scores else 0.0), loss
+
+
+def never_solved(record: Record) -> float:
+    """Share of the items (tasks, or Sudoku puzzles) no evaluation of the run solved."""
+    solved = set().union(*(set(e["solved"]) for e in record["evals"]))
+    return 1.0 - len(solved) / int(record["items"])
+
+
+def steps_to(record: Record, score: float) -> int | None:
+    """First evaluated step whose pass@1 reaches `score`."""
+    return next((e["step"] for e in record["evals"] if e["pass@1"] >= score), None)
+
+
+def truncate(record: Record, steps: int) -> Record:
+    """The run as it stood at `steps`: its first steps and the evaluations up to there
+    (the same as a shorter run of the same seed, under a constant learning rate)."""
+    if not any(e["step"] == steps for e in record["evals"]):
+        raise ValueError(f"{record['arm']} seed {record['seed']} has no evaluation at {steps}")
+    train = {name: values[:steps] for name, values in record["train"].items()}
+    evals = [e for e in record["evals"] if e["step"] <= steps]
+    return {**record, "steps": steps, "train": train, "evals": evals}
+
+
+def run_metrics(record: Record, gd: Record) -> dict[str, float]:
+    """Every metric of one run against `gd`, the same seed's `sum` run of the same
+    optimizer: equal-step figures against `gd` cut at this run's length, equal-time ones
+    at the seconds `gd` took for all its steps."""
+    held_at_gd_time, loss_at_gd_time = at_seconds(record, _seconds(gd)[-1])
+    gd_final = truncate(gd, record["steps"])["evals"][-1]["pass@1"]
+    reached = steps_to(record, gd_final / 2) if gd_final > 0 else None
+    train = record["train"]
+    return {
+        "pass@1": record["evals"][-1]["pass@1"],
+        "pass@2": record["evals"][-1]["pass@2"],
+        "loss AUC": loss_auc(record),
+        "never solved": never_solved(record),
+        "steps to half GD": math.nan if reached is None else float(reached),
+        "pass@1 at GD time": held_at_gd_time,
+        "loss at GD time": loss_at_gd_time,
+        "GD cosine": statistics.fmean(_finite(train["gd_cosine"]) or [math.nan]),
+        "conflict share": statistics.fmean(_finite(train["conflict_share"]) or [math.nan]),
+        "step s": statistics.median(_finite(train["step_seconds"])),
+    }
+
+
+def reference_metrics(gd: Record, steps: int) -> dict[str, float]:
+    """GD's side of a pair with a run of `steps` steps: its equal-step figures at that
+    step, its equal-time figures at the end of its run."""
+    return {
+        **run_metrics(truncate(gd, steps), gd),
+        **{k: v for k, v in run_metrics(gd, gd).items() if k in EQUAL_TIME_METRICS},
+    }
+
+
+def bootstrap_ci(values: list[float], seed: int = 0) -> tuple[float, float, float]:
+    """Mean and 95% percentile-bootstrap interval of the mean of `values`."""
+    data = np.asarray(values, dtype=float)
+    if len(data) < 2:
+        return float(data.mean()), math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), (BOOTSTRAP_SAMPLES, len(data)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(data.mean()), float(low), float(high)
+
+
+def cells(records: list[Record]) -> dict[tuple[str, str], dict[str, list[Record]]]:
+    """(family, optimizer) -> arm -> records sorted by seed; SGD keeps the tuned rate's
+    runs (the other rates are the sweep, reported apart)."""
+    grouped: dict[tuple[str, str], dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for r in sorted(records, key=lambda r: r["seed"]):
+        grouped[r["family"], r["optimizer"]][r["arm"]].append(r)
+    for (_, optimizer), arms in grouped.items():
+        if optimizer != "sgd":
+            continue
+        for arm, runs in arms.items():
+            first = runs[0]["seed"]
+            rates = {r["lr"]: loss_auc(r, 0.5) for r in runs if r["seed"] == first}
+            best = min(rates, key=lambda lr: (rates[lr], lr))
+            arms[arm] = [r for r in runs if r["lr"] == best]
+    return grouped
+
+
+def compare(arms: dict[str, list[Record]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """arm -> metric -> {"values", "mean", "ci", "delta", "delta_ci", "pairs"}: each arm
+    against `sum` over the seeds both have."""
+    gd_by_seed = {r["seed"]: r for r in arms.get("sum", [])}
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for arm, runs in arms.items():
+        paired = [(r, gd_by_seed[r["seed"]]) for r in runs if r["seed"] in gd_by_seed]
+        if not paired:
+            continue
+        metrics = [run_metrics(r, gd) for r, gd in paired]
+        gd_metrics = [reference_metrics(gd, r["steps"]) for r, gd in paired]
+        table[arm] = {}
+        for name in metrics[0]:
+            values = [m[name] for m in metrics]
+            pairs = [
+                (m[name], g[name])
+                for m, g in zip(metrics, gd_metrics, strict=True)
+                if math.isfinite(m[name]) and math.isfinite(g[name])
+            ]
+            mean, low, high = bootstrap_ci(_finite(list(values)) or [math.nan])
+            delta = bootstrap_ci([a - b for a, b in pairs] or [math.nan])
+            table[arm][name] = {
+                "values": values,
+                "mean": mean,
+                "ci": (low, high),
+                "delta": delta[0],
+                "delta_ci": delta[1:],
+                "pairs": len(pairs),
+            }
+    return table
+
+
+def arm_order(names: list[str]) -> list[str]:
+    known = [a.name for a in ARMS]
+    return sorted(names, key=lambda n: known.index(n) if n in known else len(known))
