@@ -5,9 +5,11 @@
     python tools/study.py --budget-minutes 110         # stop starting runs after 110 min
 
 Two families (ARC-GEN-small tasks with outputs <= 6 x 6 at `--recipe cpu`, generated
-6 x 6 Sudoku at `--recipe cpu_sudoku`); 8 arms with AdamATan2 (the recipe's rate); `sum`
-and `iwrm_q_halt_in` with SGD + momentum, the rate tuned per arm on the first seed; 5
-paired seeds. Each run is a `trm-train` process with one torch thread, `--jobs` at a time.
+6 x 6 Sudoku at `--recipe cpu_sudoku`); 8 arms with AdamATan2 (the recipe's rate), the
+five costing over 3x a GD step for a third of the steps; `sum` and `iwrm_q_halt_in` with
+SGD + momentum, the rate tuned per arm on the first seed; 5 paired seeds (docs/results.md
+gives the protocol). Each run is a `trm-train` process with one torch thread, `--jobs` at
+a time.
 A finished run leaves `docs/study/runs/<key>.json`; the same command skips those, so an
 interrupted study goes on where it stopped (the runs it was in start over). Then
 `study_analysis` writes the tables and plots from the records alone.
@@ -163,9 +165,8 @@ class Runner:
 @click.option(
     "--out-dir",
     type=click.Path(path_type=Path),
-    default=Path("docs/study"),
-    show_default=True,
-    help="Run records (runs/*.json), tables and plots.",
+    help="Run records (runs/*.json), tables and plots [default: docs/study; with --quick,"
+    " WORK_DIR/quick/results].",
 )
 def main(
     family: str,
@@ -180,7 +181,7 @@ def main(
     arc_gen: Path,
     sudoku_source: str,
     work_dir: Path,
-    out_dir: Path,
+    out_dir: Path | None,
 ) -> None:
     """Train the study's grid (resumably), then write its tables and plots."""
     start = time.perf_counter()
@@ -195,7 +196,8 @@ def main(
     if quick:
         seed_list, lrs = seed_list[:2], ()
         arms = tuple(a for a in arms if a.name in QUICK_ARMS)
-        out_dir, work_dir = out_dir / "quick", work_dir / "quick"
+        work_dir = work_dir / "quick"
+    out_dir = out_dir or (work_dir / "results" if quick else Path("docs/study"))
     sources = {"arc-gen": str(arc_gen), "sudoku": sudoku_source}
     families = [
         attrs.evolve(fam, source=sources[name])

@@ -3,7 +3,8 @@
 Each arm is compared with `sum` (gradient descent) seed by seed: the paired differences
 over seeds get a 95% percentile-bootstrap confidence interval, and a difference is called
 real only when that interval excludes 0. Equal-time figures read each run at the
-training seconds its own seed's `sum` run needed for all its steps.
+training seconds its own seed's `sum` run needed for all its steps, time being steps x
+the arm's step time (the median over its seeds of each run's median).
 """
 
 from __future__ import annotations
@@ -54,18 +55,25 @@ def tuned_sgd_lr(
     return best
 
 
-def _seconds(record: Record) -> list[float]:
-    return list(np.cumsum([s or 0.0 for s in record["train"]["step_seconds"]]))
+def run_step_time(record: Record) -> float:
+    return statistics.median(_finite(record["train"]["step_seconds"]))
+
+
+def step_time(record: Record) -> float:
+    """Seconds per step of the run's arm: the median over the arm's seeds of each run's
+    median step time (set by `cells`), else the run's own. Time is steps x this, so that
+    a load on the shared machine during some runs does not move them along the axis."""
+    pooled: float | None = record.get("arm_step_seconds")
+    return pooled if pooled is not None else run_step_time(record)
 
 
 def at_seconds(record: Record, budget: float) -> tuple[float, float]:
     """(held-out pass@1, training loss) of a run read at `budget` training seconds: its
     last evaluation within the budget (0 before the first), and the mean loss of the
     last tenth of the steps done by then."""
-    scores = [e["pass@1"] for e in record["evals"] if e["train_seconds"] <= budget * 1.001]
-    seconds = _seconds(record)
-    done = max(1, sum(1 for s in seconds if s <= budget * 1.001))
-    window = record["train"]["loss"][max(0, done - max(1, done // 10)) : done]
+    done = min(record["steps"], math.floor(budget / step_time(record) * 1.001))
+    scores = [e["pass@1"] for e in record["evals"] if e["step"] <= done]
+    window = record["train"]["loss"][max(0, done - max(1, done // 10)) : max(1, done)]
     loss = math.inf if any(v is None for v in window) else statistics.fmean(window)
     return (scores[-1] if scores else 0.0), loss
 
@@ -95,7 +103,7 @@ def run_metrics(record: Record, gd: Record) -> dict[str, float]:
     """Every metric of one run against `gd`, the same seed's `sum` run of the same
     optimizer: equal-step figures against `gd` cut at this run's length, equal-time ones
     at the seconds `gd` took for all its steps."""
-    held_at_gd_time, loss_at_gd_time = at_seconds(record, _seconds(gd)[-1])
+    held_at_gd_time, loss_at_gd_time = at_seconds(record, gd["steps"] * step_time(gd))
     gd_final = truncate(gd, record["steps"])["evals"][-1]["pass@1"]
     reached = steps_to(record, gd_final / 2) if gd_final > 0 else None
     train = record["train"]
@@ -109,7 +117,7 @@ def run_metrics(record: Record, gd: Record) -> dict[str, float]:
         "loss at GD time": loss_at_gd_time,
         "GD cosine": statistics.fmean(_finite(train["gd_cosine"]) or [math.nan]),
         "conflict share": statistics.fmean(_finite(train["conflict_share"]) or [math.nan]),
-        "step s": statistics.median(_finite(train["step_seconds"])),
+        "step s": run_step_time(record),
     }
 
 
@@ -147,6 +155,11 @@ def cells(records: list[Record]) -> dict[tuple[str, str], dict[str, list[Record]
             rates = {r["lr"]: loss_auc(r, 0.5) for r in runs if r["seed"] == first}
             best = min(rates, key=lambda lr: (rates[lr], lr))
             arms[arm] = [r for r in runs if r["lr"] == best]
+    for arms in grouped.values():
+        for runs in arms.values():
+            pooled = statistics.median(run_step_time(r) for r in runs)
+            for r in runs:
+                r["arm_step_seconds"] = pooled
     return grouped
 
 

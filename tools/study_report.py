@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from study_analysis import Record, arm_order, cells, compare, load_records, loss_auc
+from study_analysis import (
+    Record,
+    arm_order,
+    cells,
+    compare,
+    load_records,
+    loss_auc,
+    step_time,
+)
 
 EQUAL_STEPS = ("pass@1", "loss AUC", "never solved", "steps to half GD")
 EQUAL_TIME = ("pass@1 at GD time", "loss at GD time")
@@ -115,14 +123,14 @@ def _curves(runs: list[Record], key: str) -> tuple[np.ndarray, np.ndarray, np.nd
     if key == "pass@1":
         steps = np.array([0] + [e["step"] for e in runs[0]["evals"]])
         values = np.array([[0.0] + [e["pass@1"] for e in r["evals"]] for r in runs])
-        seconds = np.array([[0.0] + [e["train_seconds"] for e in r["evals"]] for r in runs])
+        seconds = np.array([[0.0] + [e["step"] * step_time(r) for e in r["evals"]] for r in runs])
         return steps, seconds.mean(axis=0), values
     raw = np.array([[math.nan if v is None else v for v in r["train"][key]] for r in runs])
     width = min(SMOOTHING, raw.shape[1])
     values = np.array([np.convolve(row, np.ones(width) / width, mode="valid") for row in raw])
     steps = np.arange(values.shape[1]) + width
-    seconds = np.array([np.cumsum([s or 0.0 for s in r["train"]["step_seconds"]]) for r in runs])
-    return steps, seconds.mean(axis=0)[width - 1 :], values
+    seconds = np.mean([step_time(r) for r in runs]) * steps
+    return steps, seconds, values
 
 
 def write_plots(out_dir: Path, grouped: dict[tuple[str, str], dict[str, list[Record]]]) -> None:

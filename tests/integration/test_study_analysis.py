@@ -124,3 +124,19 @@ def test_sgd_rate_is_the_lowest_first_half_auc_once_the_sweep_is_complete(
     assert analysis.tuned_sgd_lr(tmp_path, "f", "sum", 0, (0.01, 0.1, 1.0)) == 0.1
     assert analysis.tuned_sgd_lr(tmp_path, "f", "sum", 0, (0.01, 0.1, 1.0, 3.0)) is None
     assert analysis.tuned_sgd_lr(tmp_path, "f", "iwrm", 0, (0.01,)) is None
+
+
+def test_equal_time_uses_the_arms_median_step_time(analysis: ModuleType) -> None:
+    # Seed 1's JD run was slowed by other work on the machine (4 s/step instead of 2):
+    # the arm's step time is the median over seeds of each run's median, so seed 1 is
+    # read at the same 2 s/step as the others.
+    arms: dict[str, list[dict[str, Any]]] = {"sum": [], "jd": []}
+    for seed, jd_seconds in enumerate((2.0, 4.0, 2.0)):
+        evals: list[tuple[int, float, list[str]]] = [(2, 0.1, []), (4, 0.5, [])]
+        arms["sum"].append(record("sum", seed, [1.0] * 4, 1.0, evals))
+        arms["jd"].append(record("jd", seed, [1.0] * 4, jd_seconds, evals))
+    grouped = analysis.cells([r for runs in arms.values() for r in runs])
+    table = analysis.compare(grouped["f", "adam_atan2"])
+    # GD's 4 steps take 4 s, in which the JD arm does 2 steps: its step-2 evaluation.
+    assert table["jd"]["pass@1 at GD time"]["values"] == [0.1, 0.1, 0.1]
+    assert table["jd"]["step s"]["values"] == [2.0, 4.0, 2.0]  # each run's own median
