@@ -21,7 +21,7 @@ from study_protocol import ARMS
 
 Record = dict[str, Any]
 BOOTSTRAP_SAMPLES = 10_000
-EQUAL_TIME_METRICS = ("pass@1 at GD time", "loss at GD time")
+EQUAL_TIME_METRICS = ("pass@1 at GD time", "LM loss at GD time")
 
 
 def load_records(records_dir: Path) -> list[Record]:
@@ -32,10 +32,25 @@ def _finite(values: list[float | None]) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
 
-def loss_auc(record: Record, fraction: float = 1.0) -> float:
-    """Mean training loss over the first `fraction` of the steps (inf once it diverged)."""
-    losses = record["train"]["loss"][: max(1, round(fraction * record["steps"]))]
-    return math.inf if any(v is None for v in losses) else statistics.fmean(losses)
+def _mean_or_inf(values: list[float | None]) -> float:
+    """The mean; inf when a value is missing (a non-finite loss: the run diverged)."""
+    finite = [v for v in values if v is not None]
+    return statistics.fmean(finite) if len(finite) == len(values) else math.inf
+
+
+def lm_losses(record: Record) -> list[float | None]:
+    """The per-step LM loss: the term every split shares (the total `loss` adds the
+    halting loss for ACT splits and none for `stack_*`), so it compares across arms."""
+    losses: list[float | None] = record["train"].get("lm_loss", record["train"]["loss"])
+    return losses
+
+
+def loss_auc(record: Record, fraction: float = 1.0, key: str = "lm_loss") -> float:
+    """Mean training loss (`lm_loss`, or the total `loss` each run minimises) over the
+    first `fraction` of the steps; inf once it diverged."""
+    curve = lm_losses(record) if key == "lm_loss" else record["train"][key]
+    losses = curve[: max(1, round(fraction * record["steps"]))]
+    return _mean_or_inf(losses)
 
 
 def tuned_sgd_lr(
@@ -44,7 +59,7 @@ def tuned_sgd_lr(
     """The SGD rate of the first seed's sweep with the lowest training-loss AUC over the
     first half of the steps; None until every rate of the sweep has a record."""
     sweep = {
-        r["lr"]: loss_auc(r, 0.5)
+        r["lr"]: loss_auc(r, 0.5, key="loss")
         for r in load_records(records_dir)
         if (r["family"], r["optimizer"], r["arm"], r["seed"]) == (family, "sgd", arm, seed)
         and r["lr"] in lrs
@@ -73,8 +88,8 @@ def at_seconds(record: Record, budget: float) -> tuple[float, float]:
     last tenth of the steps done by then."""
     done = min(record["steps"], math.floor(budget / step_time(record) * 1.001))
     scores = [e["pass@1"] for e in record["evals"] if e["step"] <= done]
-    window = record["train"]["loss"][max(0, done - max(1, done // 10)) : max(1, done)]
-    loss = math.inf if any(v is None for v in window) else statistics.fmean(window)
+    window = lm_losses(record)[max(0, done - max(1, done // 10)) : max(1, done)]
+    loss = _mean_or_inf(window)
     return (scores[-1] if scores else 0.0), loss
 
 
@@ -110,11 +125,11 @@ def run_metrics(record: Record, gd: Record) -> dict[str, float]:
     return {
         "pass@1": record["evals"][-1]["pass@1"],
         "pass@2": record["evals"][-1]["pass@2"],
-        "loss AUC": loss_auc(record),
+        "LM loss AUC": loss_auc(record),
         "never solved": never_solved(record),
         "steps to half GD": math.nan if reached is None else float(reached),
         "pass@1 at GD time": held_at_gd_time,
-        "loss at GD time": loss_at_gd_time,
+        "LM loss at GD time": loss_at_gd_time,
         "GD cosine": statistics.fmean(_finite(train["gd_cosine"]) or [math.nan]),
         "conflict share": statistics.fmean(_finite(train["conflict_share"]) or [math.nan]),
         "step s": run_step_time(record),
@@ -152,7 +167,7 @@ def cells(records: list[Record]) -> dict[tuple[str, str], dict[str, list[Record]
             continue
         for arm, runs in arms.items():
             first = runs[0]["seed"]
-            rates = {r["lr"]: loss_auc(r, 0.5) for r in runs if r["seed"] == first}
+            rates = {r["lr"]: loss_auc(r, 0.5, key="loss") for r in runs if r["seed"] == first}
             best = min(rates, key=lambda lr: (rates[lr], lr))
             arms[arm] = [r for r in runs if r["lr"] == best]
     for arms in grouped.values():

@@ -211,6 +211,7 @@ def run_record(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
             name: [_rounded(row.get(f"{prefix}")) for row in train]
             for name, prefix in (
                 ("loss", "train/loss"),
+                ("lm_loss", "train/lm_loss"),
                 ("step_seconds", "train/step_seconds"),
                 ("gd_cosine", "jd/cosine_to_mean"),
                 ("conflict_share", "jd/conflict_share"),

@@ -13,13 +13,14 @@ from study_analysis import (
     arm_order,
     cells,
     compare,
+    lm_losses,
     load_records,
     loss_auc,
     step_time,
 )
 
-EQUAL_STEPS = ("pass@1", "loss AUC", "never solved", "steps to half GD")
-EQUAL_TIME = ("pass@1 at GD time", "loss at GD time")
+EQUAL_STEPS = ("pass@1", "LM loss AUC", "never solved", "steps to half GD")
+EQUAL_TIME = ("pass@1 at GD time", "LM loss at GD time")
 DIAGNOSTICS = ("GD cosine", "conflict share", "step s")
 SMOOTHING = 20  # steps of the moving average of the training curves
 
@@ -81,7 +82,9 @@ def _diagnostics(table: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 def _sweep(records: list[Record], family: str) -> list[str]:
     runs = [r for r in records if r["family"] == family and r["optimizer"] == "sgd"]
     first = min((r["seed"] for r in runs), default=0)
-    sweep = sorted((r["arm"], r["lr"], loss_auc(r, 0.5)) for r in runs if r["seed"] == first)
+    sweep = sorted(
+        (r["arm"], r["lr"], loss_auc(r, 0.5, key="loss")) for r in runs if r["seed"] == first
+    )
     if not sweep:
         return []
     lines = [f"| arm | SGD lr | loss AUC, first half (seed {first}) |"]
@@ -118,14 +121,16 @@ def write_tables(
 
 
 def _curves(runs: list[Record], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-seed curves of `key` ("pass@1" at the evaluations, or training "loss" smoothed
-    over SMOOTHING steps) on a shared step axis: steps, the seeds' mean seconds, values."""
+    """Per-seed curves of `key` ("pass@1" at the evaluations, or a training series such as
+    "lm_loss", smoothed over SMOOTHING steps) on a shared step axis: steps, the seeds'
+    mean seconds, values."""
     if key == "pass@1":
         steps = np.array([0] + [e["step"] for e in runs[0]["evals"]])
         values = np.array([[0.0] + [e["pass@1"] for e in r["evals"]] for r in runs])
         seconds = np.array([[0.0] + [e["step"] * step_time(r) for e in r["evals"]] for r in runs])
         return steps, seconds.mean(axis=0), values
-    raw = np.array([[math.nan if v is None else v for v in r["train"][key]] for r in runs])
+    series = [lm_losses(r) if key == "lm_loss" else r["train"][key] for r in runs]
+    raw = np.array([[math.nan if v is None else v for v in row] for row in series])
     width = min(SMOOTHING, raw.shape[1])
     values = np.array([np.convolve(row, np.ones(width) / width, mode="valid") for row in raw])
     steps = np.arange(values.shape[1]) + width
@@ -145,7 +150,7 @@ def write_plots(out_dir: Path, grouped: dict[tuple[str, str], dict[str, list[Rec
         for index, arm in enumerate(arm_order(list(arms))):
             runs = arms[arm]
             style = {"color": colours(index), "label": f"{arm} ({len(runs)})"}
-            for row, key in enumerate(("pass@1", "loss")):
+            for row, key in enumerate(("pass@1", "lm_loss")):
                 steps, seconds, values = _curves(runs, key)
                 mean = values.mean(axis=0)
                 for column, x in enumerate((steps, seconds)):
@@ -159,7 +164,7 @@ def write_plots(out_dir: Path, grouped: dict[tuple[str, str], dict[str, list[Rec
                 axes[0][2].plot(steps, np.nanmean(cosines, axis=0), **style)
         titles = (
             ("held-out pass@1 vs step", "held-out pass@1 vs training seconds", "GD cosine"),
-            ("training loss vs step", "training loss vs training seconds", ""),
+            ("training LM loss vs step", "training LM loss vs training seconds", ""),
         )
         for row in range(2):
             for column in range(3):
@@ -169,7 +174,8 @@ def write_plots(out_dir: Path, grouped: dict[tuple[str, str], dict[str, list[Rec
         handles, labels = axes[0][0].get_legend_handles_labels()
         axes[1][2].legend(handles, labels, loc="center", title="arm (seeds)")
         figure.suptitle(
-            f"{family}, {optimizer}: mean over seeds, band = min..max; loss smoothed over 20 steps"
+            f"{family}, {optimizer}: mean over seeds, band = min..max;"
+            f" LM loss smoothed over {SMOOTHING} steps"
         )
         figure.tight_layout()
         figure.savefig(out_dir / f"{family}-{optimizer}.png", dpi=80)

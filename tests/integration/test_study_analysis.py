@@ -69,13 +69,13 @@ def test_metrics_of_one_run_against_hand_computed_values(analysis: ModuleType) -
     jd = record("jd", 0, [4.0, 2.0, 2.0, 0.0], 2.0, [(2, 0.1, ["a"]), (4, 0.6, ["a", "c"])])
     metrics = analysis.run_metrics(jd, gd)
     assert metrics["pass@1"] == 0.6
-    assert metrics["loss AUC"] == 2.0  # (4 + 2 + 2 + 0) / 4
+    assert metrics["LM loss AUC"] == 2.0  # (4 + 2 + 2 + 0) / 4
     assert metrics["never solved"] == 0.5  # a and c of 4 items
     assert metrics["steps to half GD"] == 4  # half of GD's 0.4 is reached at step 4
     # GD took 4 s; in 4 s the JD run did 2 steps: its step-2 evaluation and the mean loss
     # of the last tenth (one step) of those 2 steps.
     assert metrics["pass@1 at GD time"] == 0.1
-    assert metrics["loss at GD time"] == 2.0
+    assert metrics["LM loss at GD time"] == 2.0
     assert (metrics["GD cosine"], metrics["conflict share"], metrics["step s"]) == (0.5, 0.25, 2.0)
     assert analysis.run_metrics(gd, gd)["never solved"] == 0.5  # a, b
 
@@ -140,3 +140,14 @@ def test_equal_time_uses_the_arms_median_step_time(analysis: ModuleType) -> None
     # GD's 4 steps take 4 s, in which the JD arm does 2 steps: its step-2 evaluation.
     assert table["jd"]["pass@1 at GD time"]["values"] == [0.1, 0.1, 0.1]
     assert table["jd"]["step s"]["values"] == [2.0, 4.0, 2.0]  # each run's own median
+
+
+def test_tables_compare_lm_losses_while_sgd_tuning_reads_the_total_loss(
+    analysis: ModuleType, tmp_path: Path
+) -> None:
+    run = record("sum", 0, [3.0, 3.0, 3.0, 3.0], 1.0, [(4, 0.0, [])], optimizer="sgd", lr=0.1)
+    run["train"]["lm_loss"] = [2.0, 1.0, 1.0, 0.0]  # the total adds a halting loss of 1-3
+    assert analysis.run_metrics(run, run)["LM loss AUC"] == 1.0
+    assert analysis.loss_auc(run, 0.5, key="loss") == 3.0
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    assert analysis.tuned_sgd_lr(tmp_path, "f", "sum", 0, (0.1,)) == 0.1
