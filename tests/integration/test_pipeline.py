@@ -77,6 +77,27 @@ def test_one_jd_step_from_store_batches(store: arc_data.ArcStore, split_name: st
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert rows.grad is not None and rows.grad.abs().sum() > 0
 
-    # The loss terms sum to the scalar loss the sum split descends.
-    total = out.losses.total()
-    torch.testing.assert_close(jd_splits.get_split("sum")([out.losses]).sum(), total)
+    # The sum split descends the reference TRM loss of the step, recomputed here from the
+    # step's outputs by its definition: stablemax cross entropy over each row's labelled
+    # tokens divided by their count, plus 0.5 * BCE(q_halt, row predicted exactly).
+    expected_loss = _reference_loss(out.logits, out.q_halt, carry.batch.labels, halt_weight=0.5)
+    assert config.halt_loss_weight == 0.5 and not config.q_continue
+    (objective,) = jd_splits.get_split("sum")([out.losses])
+    torch.testing.assert_close(objective.double(), expected_loss)
+    torch.testing.assert_close(out.losses.total().double(), expected_loss)
+
+
+def _reference_loss(
+    logits: torch.Tensor, q_halt: torch.Tensor, labels: torch.Tensor, *, halt_weight: float
+) -> torch.Tensor:
+    """The TRM step loss, summed over rows, written out independently of trm_model."""
+    x = logits.detach().double()
+    s = torch.where(x < 0, 1 / (1 - x), x + 1)  # stablemax: s(x) / sum_j s(x_j)
+    valid = labels != trm_model.IGNORE_LABEL_ID
+    target = torch.where(valid, labels, 0).long().unsqueeze(-1)
+    nll = -torch.log(s.gather(-1, target).squeeze(-1) / s.sum(-1))
+    lm = (torch.where(valid, nll, 0.0).sum(-1) / valid.sum(-1).clamp_min(1)).sum()
+    exact = ((x.argmax(-1) == labels) | ~valid).all(-1).double()
+    q = q_halt.detach().double()
+    bce = torch.nn.functional.softplus(q) - exact * q  # -log sigmoid(q) or -log(1 - sigmoid(q))
+    return lm + halt_weight * bce.sum()

@@ -1,16 +1,15 @@
-"""Evaluation files: Kaggle submission, per-task detail, metrics, pictures (PNG decoded by hand)."""
+"""Evaluation files: Kaggle submission, per-task detail, metrics, pictures (decoded by Pillow)."""
 
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from PIL import Image
 
 import arc_data
 from trm_train import EvalResult, Predictions, score_predictions, write_eval_files
@@ -19,26 +18,12 @@ CELL, GAP = 16, 12  # grid_rows_image's defaults
 
 
 def _read_png(path: Path) -> npt.NDArray[np.uint8]:
-    """Decode an 8-bit RGB PNG with unfiltered scanlines (what write_png produces)."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    position, idat, header = 8, b"", b""
-    while position < len(data):
-        (length,) = struct.unpack(">I", data[position : position + 4])
-        kind = data[position + 4 : position + 8]
-        body = data[position + 8 : position + 8 + length]
-        (crc,) = struct.unpack(">I", data[position + 8 + length : position + 12 + length])
-        assert crc == zlib.crc32(kind + body)
-        if kind == b"IHDR":
-            header = body
-        elif kind == b"IDAT":
-            idat += body
-        position += 12 + length
-    width, height, depth, colour_type = struct.unpack(">IIBB", header[:10])
-    assert (depth, colour_type) == (8, 2)
-    raw = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + 3 * width)
-    assert (raw[:, 0] == 0).all()
-    return raw[:, 1:].reshape(height, width, 3)
+    """Decode with Pillow, a reader independent of write_png; expects 8-bit RGB."""
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.mode == "RGB"
+        pixels = np.asarray(image)
+    assert pixels.dtype == np.uint8
+    return pixels
 
 
 def _tasks(rng: np.random.Generator, labelled: bool) -> dict[str, Any]:

@@ -6,14 +6,13 @@ import json
 import re
 import shutil
 import statistics
-import struct
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 import numpy as np
 import numpy.typing as npt
+import PIL.Image
 import pytest
 from click.testing import CliRunner
 
@@ -22,30 +21,20 @@ from trm_train import Distributed, LoggingConfig, line_chart, tiny, train, write
 from trm_train._plot import SERIES_COLOURS
 from trm_train._report_cli import main
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
 
 def _png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
-    width, height = struct.unpack(">II", data[16:24])
-    return int(width), int(height)
+    """The (width, height) of a PNG that Pillow decodes whole."""
+    with PIL.Image.open(path) as image:
+        assert image.format == "PNG"
+        image.load()  # decodes every pixel: a damaged file raises here
+        return image.size
 
 
 def _png_pixels(path: Path) -> npt.NDArray[np.uint8]:
-    """Decode a PNG of arc_data.write_png (8-bit RGB, filter 0 on every line)."""
-    data = path.read_bytes()
-    width, height = _png_size(path)
-    position, idat = 8, b""
-    while position < len(data):
-        (length,) = struct.unpack(">I", data[position : position + 4])
-        kind = data[position + 4 : position + 8]
-        if kind == b"IDAT":
-            idat += data[position + 8 : position + 8 + length]
-        position += 12 + length
-    raw = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + 3 * width)
-    assert (raw[:, 0] == 0).all()
-    return raw[:, 1:].reshape(height, width, 3)
+    """The PNG's pixels as an RGB array (height, width, 3), decoded by Pillow."""
+    with PIL.Image.open(path) as image:
+        assert image.format == "PNG" and image.mode == "RGB", image.mode
+        return np.asarray(image, dtype=np.uint8)
 
 
 def _has_colour(image: npt.NDArray[np.uint8], rgb: tuple[int, int, int]) -> bool:
@@ -116,6 +105,7 @@ def test_report_states_the_configuration(report: str) -> None:
 def test_training_table_matches_metrics_jsonl(run_dir: Path, report: str) -> None:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]
+    # A tenth of 3 rows is the last one.
     assert float(_table_value(report, "loss")) == pytest.approx(rows[-1]["train/loss"], rel=1e-3)
     cosine = statistics.fmean(row["jd/cosine_to_mean"] for row in rows)
     value = float(_table_value(report, "GD cosine (mean over the run)"))
@@ -123,6 +113,44 @@ def test_training_table_matches_metrics_jsonl(run_dir: Path, report: str) -> Non
     seconds = statistics.median(row["train/step_seconds"] for row in rows)
     value = float(_table_value(report, "step time, s (median over the run)"))
     assert value == pytest.approx(seconds, rel=1e-3)
+
+
+def test_the_table_averages_the_last_tenth_of_the_logged_steps(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    # 30 steps of distinct figures: the last tenth is steps 28 to 30, and a window one
+    # row longer or shorter (or the last row alone) gives another mean.
+    copy = tmp_path / "run"
+    copy.mkdir()
+    shutil.copy(run_dir / "config.json", copy / "config.json")
+    rows = [
+        {
+            "step": step,
+            "train/loss": 3.0 - 0.05 * step,
+            "train/accuracy": 0.02 * step,
+            "train/exact_accuracy": 0.01 * step,
+            "train/steps": 1.0 + 0.1 * step,
+            "train/step_seconds": 0.5 + step,
+            "jd/cosine_to_mean": 1.0 / step,
+        }
+        for step in range(1, 31)
+    ]
+    (copy / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    text = write_report(copy, renderer="numpy").read_text()
+    assert "Means over the last tenth of the logged steps (28 to 30)" in text
+    assert _table_value(text, "loss") == "1.55"  # (1.6 + 1.55 + 1.5) / 3
+    assert _table_value(text, "token accuracy") == "0.58"  # (0.56 + 0.58 + 0.6) / 3
+    assert _table_value(text, "exact accuracy") == "0.29"
+    assert _table_value(text, "mean supervision steps") == "3.9"
+    assert _table_value(text, "q-halt accuracy") == "n/a"  # never logged
+    assert "train exact accuracy 0.29 (last tenth of the steps)." in text
+    # The other rows cover the whole run.
+    cosine = statistics.fmean(1.0 / step for step in range(1, 31))
+    assert float(_table_value(text, "GD cosine (mean over the run)")) == pytest.approx(
+        cosine, rel=1e-3
+    )
+    assert _table_value(text, "step time, s (median over the run)") == "16"  # 15.5 and 16.5
+    assert _table_value(text, "training time, s (sum of step times)") == "480"
 
 
 def test_evaluation_is_the_newest(run_dir: Path, report: str) -> None:

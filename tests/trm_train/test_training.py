@@ -1,7 +1,10 @@
-"""The training loop on a tiny model: every split, resume, NaN stop, logging, refusal."""
+"""The training loop on a tiny model: every split, resume, pruning, the rate schedule,
+evaluation without EMA, compile, NaN stop, logging, refusal."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +13,7 @@ import attrs
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 import arc_data
 from jd_splits import SPLIT_NAMES
@@ -25,6 +29,9 @@ from trm_train import (
     tiny,
     train,
 )
+from trm_train._eval_cli import main as eval_main
+from trm_train._loop import _resume
+from trm_train._trainer import build_trainer
 
 CPU = Distributed()
 
@@ -87,9 +94,28 @@ def test_every_split_trains_three_steps_and_moves_the_weights(
 
 
 def _fresh_model_state(config: TrainConfig) -> dict[str, torch.Tensor]:
-    from trm_train._trainer import build_trainer
-
     return build_trainer(config, CPU).model.state_dict()
+
+
+def assert_bit_equal(a: Any, b: Any, where: str = "state") -> None:
+    """`a` and `b` hold the same structure, every tensor and array equal bit for bit
+    (dtype and device too) and every other value equal: `repr` would round and elide."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), where
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=where)
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, where
+        np.testing.assert_array_equal(a, b, err_msg=where, strict=True)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            assert_bit_equal(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_bit_equal(x, y, f"{where}[{index}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def _weights_equal(a: dict[str, Any], b: dict[str, Any]) -> None:
@@ -113,8 +139,34 @@ def test_resume_after_a_kill_is_bit_exact(store_path: Path, tmp_path: Path, spli
     _weights_equal(straight, resumed)
     # Steps 4-6 of the killed run were logged twice; the resume keeps each step once.
     assert [m["step"] for m in read_metrics(tmp_path / "killed")] == [1, 2, 3, 4, 5, 6]
-    for key in ("optimizer", "ema", "sampler", "failure_weights"):
-        assert repr(straight[key]) == repr(resumed[key]), key
+    for key in ("optimizer", "scheduler", "ema", "sampler", "failure_weights"):
+        assert_bit_equal(straight.get(key), resumed.get(key), key)
+    # Each rank's generators, carry and aggregator state, less the weights' digest.
+    assert_bit_equal(straight["ranks"], resumed["ranks"], "ranks")
+
+
+@pytest.mark.parametrize("aggregator", ["gradvac", "excess_mtl", "pcd"])
+def test_a_stateful_aggregator_resumes_bit_exactly(
+    store_path: Path, tmp_path: Path, aggregator: str
+) -> None:
+    config = small_config(store_path, "iwrm_q_halt_in", steps=4, checkpoint_every=2)
+    config = attrs.evolve(config, objective=attrs.evolve(config.objective, aggregator=aggregator))
+    train(config, tmp_path / "straight", CPU, progress=False)
+    # A kill after step 2's checkpoint: a copy of the run without the later one.
+    shutil.copytree(tmp_path / "straight", tmp_path / "killed")
+    (tmp_path / "killed" / "checkpoints" / "step-00000004.pt").unlink()
+    saved = load_checkpoint(tmp_path / "killed")[1]["ranks"][0]
+    assert saved["aggregator"], "the aggregator should have state after two steps"
+
+    trainer = build_trainer(config, CPU, resume=True)
+    assert _resume(trainer, tmp_path / "killed") == 2
+    # Restored bit for bit, and kept: the next step must not start the state over.
+    assert_bit_equal(dict(trainer.jd.aggregator.state_dict()), dict(saved["aggregator"]))
+
+    train(config, tmp_path / "killed", CPU, resume=True, progress=False)
+    straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "killed")
+    _weights_equal(straight, resumed)
+    assert_bit_equal(straight["ranks"], resumed["ranks"], "ranks")
 
 
 def test_resume_extends_a_finished_run_exactly(store_path: Path, tmp_path: Path) -> None:
@@ -225,7 +277,24 @@ def test_wandb_failure_warns_and_training_goes_on(
 def test_evaluation_during_training_logs_pass_at_k(store_path: Path, tmp_path: Path) -> None:
     config = small_config(store_path, steps=2, eval_every=2)
     summary = train(config, tmp_path / "run", CPU, progress=False)
-    assert 0.0 <= summary.eval_metrics["eval/pass@2"] <= 1.0
+    # pass@2 recomputed from the written submission (two attempts per test input) against
+    # the outputs of the held-out tasks: the share of inputs solved, averaged over tasks.
+    submission = json.loads(
+        (tmp_path / "run" / "eval" / "step-00000002" / "submission.json").read_text()
+    )
+    per_task = [
+        np.mean(
+            [
+                pair.output is not None
+                and any(
+                    np.array_equal(attempts[k], pair.output) for k in ("attempt_1", "attempt_2")
+                )
+                for attempts, pair in zip(submission[task_id], task.test, strict=True)
+            ]
+        )
+        for task_id, task in arc_data.open_store(store_path).test_tasks.items()
+    ]
+    assert summary.eval_metrics["eval/pass@2"] == pytest.approx(np.mean(per_task))
     assert summary.eval_metrics["eval/num_tasks"] == 12
     assert read_metrics(tmp_path / "run")[-1]["eval/pass@1"] == summary.eval_metrics["eval/pass@1"]
     assert summary.eval_metrics["eval/seconds"] > 0.0
@@ -250,3 +319,109 @@ def test_compile_is_refused_for_splits_that_hook_the_model(
     config = small_config(store_path, "iwrm_q_halt_in", steps=1, compile=True)
     with pytest.raises(ValueError, match="--compile needs a split and aggregator"):
         train(config, tmp_path / "run", CPU, progress=False)
+
+
+def test_only_the_last_keep_checkpoints_remain(store_path: Path, tmp_path: Path) -> None:
+    config = small_config(store_path, steps=7, checkpoint_every=2, keep_checkpoints=3)
+    train(config, tmp_path / "run", CPU, progress=False)
+    # Written at 2, 4, 6 and the last step, 7; the oldest one pruned.
+    assert [step for step, _ in list_checkpoints(tmp_path / "run")] == [4, 6, 7]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "step-00000004.pt",
+        "step-00000006.pt",
+        "step-00000007.pt",
+    ]
+    # A resume prunes by the same rule: 8 is added and 4 goes.
+    longer = attrs.evolve(config, loop=attrs.evolve(config.loop, steps=8))
+    train(longer, tmp_path / "run", CPU, resume=True, progress=False)
+    assert [step for step, _ in list_checkpoints(tmp_path / "run")] == [6, 7, 8]
+
+
+def test_the_logged_rate_follows_warmup_then_cosine_to_the_min_ratio(
+    store_path: Path, tmp_path: Path
+) -> None:
+    config = small_config(store_path, steps=6)
+    config = attrs.evolve(
+        config, optim=attrs.evolve(config.optim, lr=1e-3, warmup_steps=2, lr_min_ratio=0.1)
+    )
+    train(config, tmp_path / "run", CPU, progress=False)
+    logged = [m["train/lr"] for m in read_metrics(tmp_path / "run")]
+    # Step i (1-based) uses lr x i / 2 while warming up, then lr x (0.1 + 0.9 x (1 +
+    # cos(pi (i - 2) / 4)) / 2) down to 0.1 lr at the last step, by hand:
+    expected = [
+        0.5e-3,  # 1 / 2
+        1.0e-3,  # 2 / 2: warm-up done, cos(0) = 1
+        0.868198052e-3,  # 0.1 + 0.45 x (1 + cos(pi / 4)) = 0.1 + 0.45 x 1.70710678
+        0.55e-3,  # 0.1 + 0.45 x (1 + cos(pi / 2))
+        0.231801948e-3,  # 0.1 + 0.45 x (1 - 0.70710678)
+        0.1e-3,  # cos(pi) = -1: the minimum
+    ]
+    np.testing.assert_allclose(logged, expected, rtol=1e-8)
+
+
+def test_without_ema_the_evaluation_uses_the_raw_weights(store_path: Path, tmp_path: Path) -> None:
+    config = small_config(store_path, steps=2, eval_every=2)
+    no_ema = attrs.evolve(config, optim=attrs.evolve(config.optim, ema=False))
+    train(no_ema, tmp_path / "raw", CPU, progress=False)
+    train(config, tmp_path / "ema", CPU, progress=False)
+    raw_state, ema_state = final_state(tmp_path / "raw"), final_state(tmp_path / "ema")
+    assert raw_state["ema"] is None
+    assert ema_state["ema"] is not None
+    # The EMA does not change the training: both runs hold the same raw weights.
+    _weights_equal(raw_state, ema_state)
+
+    def files(folder: Path) -> dict[str, Any]:
+        return {
+            name: json.loads((folder / name).read_text())
+            for name in ("submission.json", "tasks.json", "metrics.json")
+        }
+
+    evaluated = tmp_path / "trm-eval"
+    result = CliRunner().invoke(
+        eval_main,
+        ["--run", str(tmp_path / "ema"), "--no-ema", "--out", str(evaluated), "--device", "cpu"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    during = files(tmp_path / "raw" / "eval" / "step-00000002")
+    # The run's own evaluation is trm-eval of the raw weights (to the candidates'
+    # confidences, which tell even slightly different weights apart)...
+    assert during == files(evaluated)
+    # ...and not that of the EMA weights, which the other run evaluated.
+    with_ema = files(tmp_path / "ema" / "eval" / "step-00000002")
+    assert with_ema["tasks.json"] != during["tasks.json"]
+
+
+def _compile_works() -> bool:
+    """Whether torch.compile runs here (it needs a working backend and C++ compiler)."""
+    try:
+        return bool(torch.compile(lambda x: x + 1)(torch.zeros(1)).item() == 1.0)
+    except Exception:  # any failure means: not on this platform
+        return False
+
+
+@pytest.mark.slow
+def test_a_compiled_run_gives_the_eager_losses(store_path: Path, tmp_path: Path) -> None:
+    if not _compile_works():
+        pytest.skip("torch.compile does not work on this platform")
+    eager = small_config(store_path, "sum", steps=2)
+    compiled = attrs.evolve(eager, loop=attrs.evolve(eager.loop, compile=True))
+    train(eager, tmp_path / "eager", CPU, progress=False)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    train(compiled, tmp_path / "compiled", CPU, progress=False)
+    # The run went through the compiler (a graph was captured), not the eager model.
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    runs = [read_metrics(tmp_path / run) for run in ("eager", "compiled")]
+    assert [len(metrics) for metrics in runs] == [2, 2]
+    for key in ("train/loss", "train/lm_loss", "train/halt_loss", "train/grad_norm"):
+        values = [[m[key] for m in metrics] for metrics in runs]
+        # Fused kernels round differently: equal to float32 tolerance, not bit for bit.
+        np.testing.assert_allclose(values[1], values[0], rtol=1e-4, err_msg=key)
+    # Both runs moved their weights the same way (step 2's loss depends on step 1's update).
+    eager_state, compiled_state = (
+        final_state(tmp_path / "eager"),
+        final_state(tmp_path / "compiled"),
+    )
+    for key, value in eager_state["model"].items():
+        torch.testing.assert_close(compiled_state["model"][key], value, rtol=1e-3, atol=1e-5)

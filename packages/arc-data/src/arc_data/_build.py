@@ -26,7 +26,7 @@ import zarr
 from arc_data._augment import Versions, sample_versions
 from arc_data._canvases import canvas_offsets, encode_versions, version_chunks
 from arc_data._encoding import COLOUR_OFFSET, EOS, IGNORE_LABEL, PAD, VOCAB_SIZE
-from arc_data._errors import ArcDataError
+from arc_data._errors import ArcDataError, make_parent_folder
 from arc_data._layout import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -116,7 +116,7 @@ def build_store(
             f"no task fits a {config.max_grid}x{config.max_grid} grid ({len(skipped)} skipped)"
         )
 
-    output.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_folder(output)
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:

@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn, ParamSpec, TypeVar
@@ -16,8 +16,8 @@ import click
 import numpy as np
 
 from arc_data._build import BuildConfig, Progress, build_store
-from arc_data._errors import ArcDataError
-from arc_data._render import canvas_grid, grid_rows_image, write_png
+from arc_data._errors import ArcDataError, describe_os_error, make_parent_folder
+from arc_data._render import Image, canvas_grid, grid_rows_image, write_png
 from arc_data._store import open_store
 from arc_data._task import Grid
 
@@ -30,17 +30,27 @@ def _fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def _reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn `ArcDataError` into one line on stderr and exit code 2."""
+def _reports_errors(*path_parameters: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Turn `ArcDataError` and `OSError` into one line on stderr and exit code 2.
 
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except ArcDataError as error:
-            _fail(str(error))
+    An `OSError` is reported with the file it names or, when it names none, with the
+    command's `path_parameters` (the paths it reads and writes).
+    """
 
-    return wrapper
+    def decorate(command: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(command)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return command(*args, **kwargs)
+            except ArcDataError as error:
+                _fail(str(error))
+            except OSError as error:
+                paths = [str(kwargs[name]) for name in path_parameters if name in kwargs]
+                _fail(describe_os_error(error, paths))
+
+        return wrapper
+
+    return decorate
 
 
 @click.group()
@@ -107,7 +117,7 @@ def main() -> None:
     help="Directory of the zarr store to create (e.g. data/arc2.zarr).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at --output.")
-@_reports_errors
+@_reports_errors("output")
 def build(
     sources: tuple[str, ...],
     subsets: str,
@@ -153,7 +163,7 @@ def build(
 
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
-@_reports_errors
+@_reports_errors("store")
 def info(store: Path) -> None:
     """Print a store's metadata and counts as JSON."""
     opened = open_store(store)
@@ -181,7 +191,7 @@ def info(store: Path) -> None:
     type=click.IntRange(2, 64),
     help="Pixels per grid cell.",
 )
-@_reports_errors
+@_reports_errors("store", "out")
 def show(store: Path, identifier: int, out: Path, frame: str, cell: int) -> None:
     """Draw a puzzle's examples (one row per input/output pair) in the ARC colours.
 
@@ -201,12 +211,25 @@ def show(store: Path, identifier: int, out: Path, frame: str, cell: int) -> None
                     pair = [None if g is None else augmentation.invert(g) for g in pair]
                 rows.append(pair)
     subset, task_id = opened.task_of(identifier)
-    write_png(out, grid_rows_image(rows, cell=cell))
+    _write_picture(out, grid_rows_image(rows, cell=cell))
     click.echo(
         f"wrote {out}: puzzle {identifier} = {subset}/{task_id} ({augmentation.describe()}), "
         f"{len(rows)} examples",
         err=True,
     )
+
+
+def _write_picture(out: Path, image: Image) -> None:
+    """Write the PNG, creating its folder; a failure leaves neither file nor new folder."""
+    created = [folder for folder in (out.parent, *out.parent.parents) if not folder.exists()]
+    try:
+        make_parent_folder(out)
+        write_png(out, image)
+    except BaseException:
+        for folder in created:  # deepest first; only the empty folders made here
+            with suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 import zlib
 from collections.abc import Sequence
@@ -85,7 +87,12 @@ def canvas_grid(tokens: npt.NDArray[np.integer], size: int) -> Grid | None:
 
 
 def write_png(path: str | Path, image: Image) -> None:
-    """Write an RGB uint8 image as an 8-bit truecolour PNG."""
+    """Write an RGB uint8 image as an 8-bit truecolour PNG.
+
+    The file appears complete or not at all: the bytes go to a hidden file next to it,
+    renamed into place; on failure that file is removed and the `OSError` names `path`.
+    The folder must exist.
+    """
     image = np.ascontiguousarray(image, dtype=np.uint8)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an [height, width, 3] image, got shape {image.shape}")
@@ -105,4 +112,16 @@ def write_png(path: str | Path, image: Image) -> None:
         + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
         + chunk(b"IEND", b"")
     )
-    Path(path).write_bytes(png)
+    path = Path(path)
+    # The name is cut so that the hidden file's stays short (file systems allow 255 bytes).
+    partial = path.parent / f".{path.name[:200]}.partial-{os.getpid()}"
+    try:
+        partial.write_bytes(png)
+        os.replace(partial, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno is not None:
+            # The hidden file's name would only confuse: report the file asked for.
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise

@@ -8,6 +8,7 @@ named subsets (e.g. `training2`, `evaluation2`, `sudoku6`, `maze11`).
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
 from collections.abc import Sequence
@@ -54,10 +55,20 @@ class KaggleSource:
         return f"kaggle:{self.prefix}"
 
     def subsets(self) -> list[str]:
+        """The `<subset>` of every `{prefix}_<subset>_challenges.json`; an error when none exists."""
         stem = self.prefix.name + "_"
         suffix = "_challenges.json"
-        found = self.prefix.parent.glob(f"{stem}*{suffix}")
-        return sorted(p.name[len(stem) : -len(suffix)] for p in found)
+        folder = self.prefix.parent
+        # Escaped: a prefix may hold glob characters ("[", "*") of its own.
+        pattern = f"{glob.escape(stem)}*{suffix}"
+        found = sorted(p.name[len(stem) : -len(suffix)] for p in folder.glob(pattern))
+        if not found:
+            where = folder.absolute()
+            raise ArcDataError(
+                f"{self.spec}: no {stem}*{suffix} file in {where}"
+                + ("" if folder.is_dir() else " (no such directory)")
+            )
+        return found
 
     def read(self, subset: str) -> list[Task]:
         challenges_path = Path(f"{self.prefix}_{subset}_challenges.json")

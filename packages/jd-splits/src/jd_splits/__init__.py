@@ -8,6 +8,7 @@ from ._aggregators import AGGREGATOR_NAMES, make_aggregator
 from ._descent import ENGINE_NAMES, JACOBIAN_COVERS, EngineName, JacobianCovers, JacobianDescent
 from ._diagnostics import Diagnostics
 from ._loss_terms import LossTerms, Objective
+from ._memory import MemoryPlan, MemorySizes
 from ._objective_set import ObjectiveBlock, ObjectiveSet
 from ._presets import SPLIT_NAMES, get_split
 from ._projector import BatchedDualConeProjector
@@ -25,6 +26,8 @@ __all__ = [
     "JacobianCovers",
     "JacobianDescent",
     "LossTerms",
+    "MemoryPlan",
+    "MemorySizes",
     "Objective",
     "ObjectiveBlock",
     "ObjectiveSet",

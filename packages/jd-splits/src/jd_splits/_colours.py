@@ -54,6 +54,22 @@ def colours(objectives: ObjectiveSet) -> list[Colour]:
     return result
 
 
+def passes_per_block(objectives: ObjectiveSet) -> list[int]:
+    """How many colours `colours` makes of each block, without building their cotangents
+    (memory planning): the largest number of distinct base objectives one sample feeds in
+    the block (0 for a block that feeds none)."""
+    m = objectives.base_count
+    counts = []
+    for block in objectives.blocks:
+        samples, columns = (block.index >= 0).nonzero(as_tuple=True)
+        if samples.numel() == 0:
+            counts.append(0)
+            continue
+        pairs = torch.unique(samples * m + block.index[samples, columns])
+        counts.append(int(torch.bincount(pairs // m).max()))
+    return counts
+
+
 def extras_gramian(
     plan: Sequence[Colour], extra_grads: Sequence[Sequence[Tensor | None]], count: int
 ) -> Tensor | None:

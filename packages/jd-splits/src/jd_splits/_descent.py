@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from typing import Any, Literal, get_args
 
 import torch
@@ -22,6 +24,7 @@ from ._aggregators import (
     make_aggregator,
 )
 from ._diagnostics import Diagnostics, empty_statistics, gramian_statistics
+from ._memory import MemoryPlan, measure, plan
 from ._objective_set import ObjectiveSet
 from ._per_sample import per_sample_jacobians, per_sample_streamed
 from ._recording import CallRecorder, per_sample_problems
@@ -34,7 +37,7 @@ JacobianCovers = Literal["all", "parameters"]
 parameters only."""
 JACOBIAN_COVERS: tuple[JacobianCovers, ...] = get_args(JacobianCovers)
 
-_CPU_JACOBIAN_BYTES = 4 << 30
+_LOGGER = logging.getLogger("jd_splits")
 
 
 class JacobianDescent:
@@ -75,8 +78,10 @@ class JacobianDescent:
     - `per_sample`: module hooks capture each `nn.Linear` / `nn.Embedding` call; ordinary
       backward passes (one per objective a sample feeds: one for IWRM) give per-sample
       weight gradients and so the Jacobian rows, with no second backward. Needs every
-      trainable parameter in such a leaf, batch-first inputs, and the Jacobian (`m x n`)
-      within `max_jacobian_bytes`. Checked against autograd on its first step.
+      trainable parameter in such a leaf and batch-first inputs. Checked against autograd on
+      its first step. Its memory is planned each step (see below); past the budget it
+      streams the Jacobian module by module (Gramian-based aggregators; reported as
+      `per_sample_streamed`).
     - `autogram`: Gramian by torchjd's `autogram.Engine` (`batch_dim=0`), weights from the
       aggregator's weighting, one weighted backward. Gramian-based aggregators only. The
       Engine covers module parameters only; with extra inputs and `"all"`, one more
@@ -86,8 +91,17 @@ class JacobianDescent:
     - `sequential`: one backward per objective (per base objective, see `ObjectiveSet`), as
       the reference implementation did.
     - `auto`: one plain backward for a single objective or for weights that need no
-      Jacobian (`mean`, `sum`, `constant`, `random`); else `per_sample` when the model and
-      memory allow, else `autogram` for Gramian-based aggregators, else `autojac`.
+      Jacobian (`mean`, `sum`, `constant`, `random`); else, when the model allows, the
+      first of `per_sample`, `per_sample_streamed` (Gramian-based aggregators) and
+      `autojac` whose estimated peak fits the budget; else `autogram` for Gramian-based
+      aggregators, else `autojac`.
+
+    Memory plan (`per_sample` and `auto`): each step estimates the candidates' peak bytes
+    from the recorded shapes (`MemoryPlan`) against `max_jacobian_bytes` (default: 80% of
+    the GPU memory free after the forward, 4 GiB on CPU), logs the first plan on the
+    `jd_splits` logger (WARNING if it falls back or does not fit) and keeps the latest in
+    `memory_plan`. `per_sample` with an aggregator needing the whole Jacobian raises
+    MemoryError past the budget.
 
     Under `DistributedDataParallel` (pass the wrapped model): each rank aggregates its own
     objectives (JD per rank, not over the global objective set; cross-rank conflicts are
@@ -131,6 +145,8 @@ class JacobianDescent:
         self._module: nn.Module = self._ddp.module if self._ddp is not None else model
         self._params: list[Tensor] = [p for p in self._module.parameters() if p.requires_grad]
         self._max_jacobian_bytes = max_jacobian_bytes
+        self._memory_plan: MemoryPlan | None = None
+        self._plan_reported = False
         self._verified = False
         self._recording = False
         self._gramian_engine: Engine | None = None
@@ -164,6 +180,11 @@ class JacobianDescent:
     def parameters(self) -> list[Tensor]:
         """The trainable parameters whose `.grad` the step fills."""
         return list(self._params)
+
+    @property
+    def memory_plan(self) -> MemoryPlan | None:
+        """The memory plan of the latest step that planned one (None before)."""
+        return self._memory_plan
 
     @property
     def needs_record(self) -> bool:
@@ -243,14 +264,16 @@ class JacobianDescent:
             )
         if m == 1:
             return "plain", _engines.plain(objectives, params, extras)
-        engine = self.engine
+        engine: str = self.engine
         if engine == "auto":
             weights = fixed_weights(self.aggregator, m, objectives.values)
             if weights is not None:
                 return "weighted", _engines.weighted(objectives, weights, params, extras)
-            engine = self._choose(objectives)
-        if engine == "per_sample":
-            return engine, self._per_sample(objectives, extras)
+            engine = self._choose(objectives, extras)
+        elif engine == "per_sample":
+            engine = self._plan(objectives, extras, allow_autojac=False).engine
+        if engine in ("per_sample", "per_sample_streamed"):
+            return engine, self._per_sample(objectives, extras, whole=engine == "per_sample")
         if engine == "autogram":
             if self._gramian_engine is None:
                 raise RuntimeError("the autogram engine was not planned for this JacobianDescent")
@@ -272,11 +295,13 @@ class JacobianDescent:
             self.aggregator, jacobians[:n], jacobians[n:], covers_extras=self._covers_extras
         )
 
-    def _per_sample(self, objectives: ObjectiveSet, extras: list[Tensor]) -> Aggregation:
+    def _per_sample(
+        self, objectives: ObjectiveSet, extras: list[Tensor], *, whole: bool
+    ) -> Aggregation:
         if self._recorder is None:
             raise RuntimeError("the per_sample engine was not planned for this JacobianDescent")
         params, calls, verify = self._params, self._recorder.calls, not self._verified
-        if self._fits(objectives.base_count):
+        if whole:
             jac_params, jac_extras = per_sample_jacobians(
                 objectives, calls, params, extras, verify=verify
             )
@@ -284,48 +309,59 @@ class JacobianDescent:
             return aggregate_jacobian(
                 self.aggregator, jac_params, jac_extras, covers_extras=self._covers_extras
             )
-        if gramian_weighting(self.aggregator) is None:
-            raise MemoryError(
-                f"the Jacobian ({objectives.count} x {sum(p.numel() for p in params)}) exceeds "
-                f"max_jacobian_bytes={self._jacobian_budget()} and {self.aggregator} needs it whole"
-            )
-
-        def weights_of(gramian: Tensor) -> Tensor:
-            return weights_from_gramian(self.aggregator, gramian)
-
         gramian, weights, updates, extra_updates = per_sample_streamed(
             objectives,
             calls,
             params,
             extras,
-            weights_of,
+            partial(weights_from_gramian, self.aggregator),
             verify=verify,
             covers_extras=self._covers_extras,
         )
         self._verified = True
         return Aggregation(updates, extra_updates, gramian_statistics(gramian, weights))
 
-    def _choose(self, objectives: ObjectiveSet) -> EngineName:
-        memory_ok = (
-            self._fits(objectives.base_count) or gramian_weighting(self.aggregator) is not None
-        )
-        if objectives.structured and "per_sample" in self._hooks and memory_ok:
-            return "per_sample"
+    def _choose(self, objectives: ObjectiveSet, extras: list[Tensor]) -> str:
+        if objectives.structured and self._recorder is not None:
+            return self._plan(objectives, extras, allow_autojac=True).engine
         if objectives.structured and self._gramian_engine is not None:
             return "autogram"
         return "autojac"
 
-    def _jacobian_budget(self) -> int:
-        if self._max_jacobian_bytes is not None:
-            return self._max_jacobian_bytes
-        device = self._params[0].device if self._params else torch.device("cpu")
-        if device.type == "cuda":
-            return torch.cuda.get_device_properties(device).total_memory // 4
-        return _CPU_JACOBIAN_BYTES
-
-    def _fits(self, m: int) -> bool:
-        size = sum(p.numel() * p.element_size() for p in self._params)
-        return m * size <= self._jacobian_budget()
+    def _plan(
+        self, objectives: ObjectiveSet, extras: list[Tensor], *, allow_autojac: bool
+    ) -> MemoryPlan:
+        """This step's memory plan (see the class docstring), reported the first time."""
+        if self._recorder is None:
+            raise RuntimeError("the per_sample engine was not planned for this JacobianDescent")
+        gramian_based = gramian_weighting(self.aggregator) is not None
+        sizes = measure(
+            objectives,
+            self._recorder.calls,
+            self._params,
+            extras,
+            verify=not self._verified,
+            gramian_based=gramian_based,
+        )
+        chosen = plan(
+            sizes,
+            gramian_based=gramian_based,
+            allow_autojac=allow_autojac,
+            max_bytes=self._max_jacobian_bytes,
+            device=self._params[0].device if self._params else torch.device("cpu"),
+            chunk_size=self.autojac_chunk_size or objectives.base_count,
+        )
+        self._memory_plan = chosen
+        if not self._plan_reported:
+            self._plan_reported = True
+            warn = chosen.fallback or not chosen.fits
+            _LOGGER.log(logging.WARNING if warn else logging.INFO, "%s", chosen)
+        if len(chosen.estimates) == 1 and not chosen.fits:
+            raise MemoryError(
+                f"the per_sample engine's estimated peak exceeds its budget and "
+                f"{self.aggregator} needs the Jacobian whole: {chosen}"
+            )
+        return chosen
 
     def _apply(self, aggregation: Aggregation, extras: list[Tensor]) -> None:
         updates = aggregation.params

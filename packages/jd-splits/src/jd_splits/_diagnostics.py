@@ -22,8 +22,11 @@ class Diagnostics:
     `jacobian_covers="parameters"`, the extra inputs.
     - `conflict_share`: share of objective pairs `i < j` with `G[i, j] < 0`.
     Values the engine did not need to compute (e.g. the Gramian of a single objective) are
-    NaN. `num_objectives` counts the objectives aggregated, after dropping the `dropped`
-    identically-zero ones and grouping. `seconds` is the wall time of the step.
+    NaN. `engine` is the engine that ran: an `EngineName` other than `auto`,
+    `per_sample_streamed` (the per_sample engine without the whole Jacobian), `plain` (one
+    objective), `weighted` (weights without a Jacobian) or `none`. `num_objectives` counts
+    the objectives aggregated, after dropping the `dropped` identically-zero ones and
+    grouping. `seconds` is the wall time of the step.
     """
 
     engine: str

@@ -83,6 +83,9 @@ def _passes(
                 )
                 _verify(params, sums, grads[len(calls) + len(extras) :], 5e-2 if low else 1e-3)
         yield result
+        # Release this pass's gradients before the next backward: otherwise two passes'
+        # worth (the memory plan counts one) are alive at its end.
+        del grads, result
 
 
 def per_sample_jacobians(
@@ -99,14 +102,29 @@ def per_sample_jacobians(
     jac_params: list[Tensor | None] = [None] * len(params)
     jac_extras: list[Tensor | None] = [None] * len(extras)
     for one in _passes(objectives, calls, params, extras, verify=verify):
-        with torch.no_grad():
-            for call, grad in zip(calls, one.call_grads, strict=True):
-                if grad is not None:
-                    _accumulate_call(call, grad, one.colour, m, slot, jac_params)
-            for i, grad in enumerate(one.extra_grads):
-                if grad is not None:
-                    jac_extras[i] = _accumulate_extra(jac_extras[i], grad, one.colour, m)
+        _accumulate_pass(one, calls, m, slot, jac_params, jac_extras)
+        # The loop variable would keep this pass's gradients alive during the next backward.
+        del one
     return fold_jacobians(objectives, jac_params), fold_jacobians(objectives, jac_extras)
+
+
+def _accumulate_pass(
+    one: _Pass,
+    calls: Sequence[Call],
+    m: int,
+    slot: dict[int, int],
+    jac_params: list[Tensor | None],
+    jac_extras: list[Tensor | None],
+) -> None:
+    """Add one pass's rows to the Jacobians (a function of its own, so that no loop
+    variable outlives the pass)."""
+    with torch.no_grad():
+        for call, grad in zip(calls, one.call_grads, strict=True):
+            if grad is not None:
+                _accumulate_call(call, grad, one.colour, m, slot, jac_params)
+        for i, grad in enumerate(one.extra_grads):
+            if grad is not None:
+                jac_extras[i] = _accumulate_extra(jac_extras[i], grad, one.colour, m)
 
 
 def per_sample_streamed(

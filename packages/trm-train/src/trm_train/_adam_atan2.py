@@ -10,8 +10,9 @@ The update is exactly the one of the fused CUDA kernel of the PyPI package `adam
 
 `make_adam_atan2` returns the fused kernel when the parameters live on CUDA and the
 package imports, and this pure-PyTorch version otherwise. Both keep the same state
-(`step` as a float32 scalar tensor, `exp_avg`, `exp_avg_sq`), so checkpoints move
-between them. A learning rate of 0 is allowed (schedules start there).
+(`step` as a float32 scalar tensor on the parameter's device, `exp_avg`, `exp_avg_sq`),
+so checkpoints move between them; loading a state puts every `step` back there
+(`steps_on_parameter_devices`). A learning rate of 0 is allowed (schedules start there).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class AdamATan2(Optimizer):
         if not weight_decay >= 0.0:
             raise ValueError(f"invalid weight decay {weight_decay}")
         super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+        self.register_load_state_dict_post_hook(steps_on_parameter_devices)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -113,5 +115,22 @@ def make_adam_atan2(
             optimizer: Optimizer = fused.AdamATan2(
                 params, lr=lr, betas=betas, weight_decay=weight_decay
             )
+            optimizer.register_load_state_dict_post_hook(steps_on_parameter_devices)
             return optimizer
     return AdamATan2(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+def steps_on_parameter_devices(optimizer: Optimizer) -> None:
+    """Move every `state["step"]` to its parameter's device as float32, where AdamATan2
+    keeps it: the fused kernel reads the count through a device pointer.
+
+    `Optimizer.load_state_dict` moves the other state to the parameter's device but leaves
+    `step` where it was loaded (the CPU, for checkpoints read with `map_location="cpu"`)
+    unless the group is `fused` or `capturable`, which the kernel's groups are not: a
+    resumed GPU run would hand the kernel a host address. A load-state-dict post hook of
+    both AdamATan2 versions."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param)
+            if state and isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].to(device=param.device, dtype=torch.float32)

@@ -14,7 +14,8 @@ from jd_splits import AGGREGATOR_NAMES, ENGINE_NAMES, SPLIT_NAMES
 from ._cli_config import config_from_options
 from ._config import RECIPES
 from ._distributed import init_distributed, shutdown_distributed
-from ._loop import TrainingError, train
+from ._loop import TrainingError, prepare_deterministic, train
+from ._run import CommandError
 
 
 @click.command(
@@ -183,7 +184,8 @@ from ._loop import TrainingError, train
     "--eval-every",
     type=click.IntRange(min=1),
     default=None,
-    help="Evaluate the EMA weights on the test split every N steps (and at the end).",
+    help="Evaluate the EMA weights on the test split every N steps (and at the end); the "
+    "store needs a test split.",
 )
 @click.option(
     "--eval-batch-size",
@@ -291,6 +293,14 @@ from ._loop import TrainingError, train
     help="torch.compile the model (single-objective splits only: JD hooks modules).",
 )
 @click.option(
+    "--deterministic",
+    is_flag=True,
+    default=None,
+    help="PyTorch's deterministic algorithms (CUBLAS_WORKSPACE_CONFIG=:4096:8 unless set): "
+    "what makes a CUDA run and its --resume bit-exact, on as many GPUs; slower, and an op "
+    "without a deterministic kernel stops the run. CPU runs are bit-exact without it.",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=None,
@@ -300,9 +310,10 @@ from ._loop import TrainingError, train
     "--resume",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Continue this run from its latest checkpoint (bit-exact on CPU). Only "
-    "--data, --steps, --eval-every, --eval-batch-size, --device and the W&B options may "
-    "change.",
+    help="Continue this run from its latest checkpoint (bit-exact on CPU, and on CUDA with "
+    "--deterministic and as many GPUs) up to --steps, which must exceed the checkpoint's "
+    "step. Only --data, --steps, --eval-every, --eval-batch-size, --device, "
+    "--deterministic and the W&B options may change.",
 )
 @click.option(
     "--wandb",
@@ -325,9 +336,13 @@ def main(**options: Any) -> None:
     }
     try:
         config, run_dir = config_from_options(options, given)
+        if config.loop.deterministic:
+            prepare_deterministic()  # before the process group touches the GPU
         runtime = init_distributed(config.loop.device, timeout_s=config.loop.distributed_timeout_s)
     except (ValueError, FileNotFoundError, arc_data.ArcDataError) as error:
         raise click.UsageError(str(error)) from error
+    except OSError as error:
+        raise CommandError.from_os_error(error) from error
     try:
         summary = train(
             config,
@@ -337,12 +352,15 @@ def main(**options: Any) -> None:
             progress=options["progress"],
         )
     except ValueError as error:
-        shutdown_distributed(runtime)
+        # Only the configuration is checked before training: `train` reports a failure
+        # during training as a TrainingError.
         raise click.UsageError(str(error)) from error
+    except OSError as error:  # e.g. an --out that cannot be written
+        raise CommandError.from_os_error(error) from error
     except TrainingError as error:
-        shutdown_distributed(runtime)
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)
-    shutdown_distributed(runtime)
+    finally:
+        shutdown_distributed(runtime)
     if runtime.is_main:
         click.echo(f"trained {summary.steps} steps; run directory: {summary.run_dir}")

@@ -10,8 +10,8 @@ import attrs
 
 import arc_data
 
-from ._config import RECIPES, TrainConfig
-from ._run import read_run_config
+from ._config import RECIPES, LoopConfig, TrainConfig
+from ._run import locate_store, read_run_config
 
 # Options that may change when resuming a run; every other one is fixed by the run.
 RESUMABLE = {
@@ -23,6 +23,7 @@ RESUMABLE = {
     "wandb",
     "wandb_project",
     "device",
+    "deterministic",
     "progress",
 }
 
@@ -57,7 +58,9 @@ def config_from_options(options: dict[str, Any], given: set[str]) -> tuple[Train
             )
         run_dir = Path(options["resume"])
         config = read_run_config(run_dir)
-        data = attrs.evolve(config.data, store=options["data"] or config.data.store)
+        data = attrs.evolve(
+            config.data, store=options["data"] or locate_store(config.data, run_dir)
+        )
         loop = attrs.evolve(
             config.loop,
             **_given(
@@ -65,8 +68,11 @@ def config_from_options(options: dict[str, Any], given: set[str]) -> tuple[Train
                 eval_every=options["eval_every"],
                 eval_batch_size=options["eval_batch_size"],
                 device=options["device"],
+                deterministic=options["deterministic"],
             ),
         )
+        if "eval_every" in given:
+            loop = _check_evaluation(arc_data.open_store(data.store), loop, given)
         logging = attrs.evolve(
             config.logging, **_given(wandb=options["wandb"], wandb_project=options["wandb_project"])
         )
@@ -143,8 +149,10 @@ def config_from_options(options: dict[str, Any], given: set[str]) -> tuple[Train
             seed=options["seed"],
             device=options["device"],
             compile=options["compile_"],
+            deterministic=options["deterministic"],
         ),
     )
+    loop = _check_evaluation(store, loop, given)
     logging = attrs.evolve(
         config.logging, **_given(wandb=options["wandb"], wandb_project=options["wandb_project"])
     )
@@ -159,6 +167,20 @@ def config_from_options(options: dict[str, Any], given: set[str]) -> tuple[Train
     )
     run_dir = options["out"] or Path("runs") / f"{objective.split}-seed{loop.seed}"
     return config, run_dir
+
+
+def _check_evaluation(store: arc_data.ArcStore, loop: LoopConfig, given: set[str]) -> LoopConfig:
+    """`loop`, refused when --eval-every asks to evaluate on a store without a test split
+    (it would silently never evaluate); a recipe's own interval is dropped instead, so
+    that the run does not claim evaluations it cannot make."""
+    if loop.eval_every is None or store.test.num_examples > 0:
+        return loop
+    if "eval_every" in given:
+        raise ValueError(
+            f"{store.path}: the store has no test split (built with --test-set none), so "
+            "--eval-every has nothing to evaluate; leave it out"
+        )
+    return attrs.evolve(loop, eval_every=None)
 
 
 def _given(**changes: Any) -> dict[str, Any]:

@@ -103,7 +103,13 @@ class ObjectiveConfig:
 
 @attrs.frozen(kw_only=True)
 class DataConfig:
+    # A run records the absolute path (see `train`).
     store: Path = attrs.field(converter=Path)
+    # The store's path relative to the run folder, recorded with it: a project moved or
+    # copied elsewhere, runs and stores together, still finds its store (`locate_store`).
+    store_from_run: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
     global_batch_size: int = attrs.field(default=768, validator=v.gt(0))
     # At most this many examples per draw of a task (None: all of the drawn version's, TRM's
     # rule); an epoch still covers every example once.
@@ -130,6 +136,9 @@ class LoopConfig:
     seed: int = 0
     device: DeviceName = attrs.field(default="auto", validator=v.in_(("auto", "cpu", "cuda")))
     compile: bool = False
+    # PyTorch's deterministic algorithms and cuBLAS's deterministic workspace: what makes
+    # a CUDA run repeat, and resume, bit for bit (CPU runs do without).
+    deterministic: bool = False
     # Seconds a collective may wait for the other ranks before the run fails.
     distributed_timeout_s: float = attrs.field(default=600.0, validator=v.gt(0.0))
 

@@ -12,7 +12,7 @@ import arc_data
 
 from ._distributed import init_distributed, shutdown_distributed
 from ._evaluate import evaluate_model
-from ._run import load_trained_model
+from ._run import CommandError, load_trained_model, locate_store
 from ._trainer import check_store_matches
 
 
@@ -89,27 +89,34 @@ def main(
         model, config, step = load_trained_model(
             run_dir, step=checkpoint, ema=ema, device=runtime.device
         )
-        store = arc_data.open_store(data or config.data.store)
+        store = arc_data.open_store(data or locate_store(config.data, run_dir))
         check_store_matches(config.model, store)
     except (FileNotFoundError, ValueError, arc_data.ArcDataError) as error:
         shutdown_distributed(runtime)
         raise click.UsageError(str(error)) from error
+    except OSError as error:  # e.g. a checkpoint that cannot be read
+        shutdown_distributed(runtime)
+        raise CommandError.from_os_error(error) from error
     if store.test.num_examples == 0:
         shutdown_distributed(runtime)
         raise click.UsageError(
             f"{store.path}: the store has no test split (built with --test-set none)"
         )
     out_dir = out or run_dir / "eval" / f"step-{step:08d}"
-    result = evaluate_model(
-        model,
-        store,
-        runtime,
-        batch_size=batch_size,
-        out_dir=out_dir,
-        num_pictures=pictures,
-        progress=progress,
-    )
-    shutdown_distributed(runtime)
+    try:
+        result = evaluate_model(
+            model,
+            store,
+            runtime,
+            batch_size=batch_size,
+            out_dir=out_dir,
+            num_pictures=pictures,
+            progress=progress,
+        )
+    except OSError as error:  # e.g. an --out that cannot be written
+        raise CommandError.from_os_error(error) from error
+    finally:
+        shutdown_distributed(runtime)
     if result is None:  # not rank 0
         return
     if not result.has_labels:

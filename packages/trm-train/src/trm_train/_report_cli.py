@@ -8,6 +8,7 @@ import click
 
 from ._plot import RENDERERS, Renderer
 from ._report import ReportError, write_report
+from ._run import CommandError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -37,4 +38,6 @@ def main(run_dir: Path, charts: Renderer, pictures: int) -> None:
         path = write_report(run_dir, renderer=charts, num_pictures=pictures)
     except (FileNotFoundError, ValueError, ReportError) as error:
         raise click.UsageError(str(error)) from error
+    except OSError as error:  # e.g. a report.md or report/ that cannot be written
+        raise CommandError.from_os_error(error) from error
     click.echo(str(path))

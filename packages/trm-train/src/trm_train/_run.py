@@ -1,26 +1,86 @@
-"""Reading a finished (or running) training run back: its config and trained model."""
+"""Reading a finished (or running) training run back: its config, store and trained
+model; and the one-line error of the commands that use runs."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import attrs
+import click
 import torch
 
 import trm_model
 
 from ._checkpoint import load_checkpoint
-from ._config import TrainConfig
+from ._config import DataConfig, TrainConfig
+
+
+class CommandError(click.ClickException):
+    """A run, store or output the command cannot use: one line "Error: ...", exit status
+    2 as for click's usage errors (the user can fix it), without the usage text."""
+
+    exit_code = 2
+
+    @classmethod
+    def from_os_error(cls, error: OSError) -> CommandError:
+        """The error's path and reason ("out/run: Not a directory"), not errno's repr."""
+        if error.filename is None or error.strerror is None:
+            return cls(str(error))
+        names = [error.filename, *([error.filename2] if error.filename2 is not None else [])]
+        return cls(f"{', '.join(os.fsdecode(name) for name in names)}: {error.strerror}")
 
 
 def read_run_config(run_dir: Path) -> TrainConfig:
+    """The run's configuration, its store located from here when it can be
+    (`locate_store`); otherwise the recorded path stays, for the caller to report."""
     path = run_dir / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a training run (no config.json)")
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
+        config = TrainConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path}: not a valid run configuration ({error})") from error
+    try:
+        store = locate_store(config.data, run_dir)
+    except FileNotFoundError:
+        return config
+    return attrs.evolve(config, data=attrs.evolve(config.data, store=store))
+
+
+def locate_store(data: DataConfig, run_dir: Path) -> Path:
+    """The store of the run in `run_dir`: its recorded path while that exists, else the
+    path taken from the run folder (`store_from_run`; for runs that recorded the path as
+    typed, that path relative to the run folder). Raises FileNotFoundError naming both."""
+    if data.store.exists():
+        return data.store
+    if data.store_from_run is not None:
+        from_run = run_dir / data.store_from_run
+    elif not data.store.is_absolute():
+        from_run = run_dir / data.store
+    else:
+        raise FileNotFoundError(f"{data.store}: no such store (the store of {run_dir})")
+    if from_run.exists():
+        return from_run
+    raise FileNotFoundError(
+        f"{run_dir}: the run's store is neither at {data.store} nor at {from_run} "
+        "(relative to the run folder); give its new place with --data"
+    )
+
+
+def record_store(config: TrainConfig, run_dir: Path) -> TrainConfig:
+    """`config` as a run in `run_dir` records it: the store's absolute path, so that the
+    run works from any directory, and its path from the run folder (`store_from_run`)."""
+    # abspath, not resolve: a store reached through a symlink stays reached through it.
+    store = Path(os.path.abspath(config.data.store))
+    try:
+        from_run: Path | None = Path(os.path.relpath(store, os.path.abspath(run_dir)))
+    except ValueError:  # another drive (Windows): no relative path
+        from_run = None
+    return attrs.evolve(
+        config, data=attrs.evolve(config.data, store=store, store_from_run=from_run)
+    )
 
 
 def load_trained_model(

@@ -8,7 +8,9 @@ per step (whose `stack_supervisions*` presets divide each step's loss by T).
 
 Under DDP each rank runs JD on its own objectives and `JacobianDescent` averages the
 ranks' updates (one all-reduce per micro-batch); the puzzle-embedding rows' gradients
-are all-gathered so every rank applies the same sparse update to its table.
+are all-gathered so every rank applies the same sparse update to its table. The logged
+metrics cover every rank: loss and accuracy sums are summed over ranks, and each numeric
+JD diagnostic (`jd/*`) is the mean over ranks of each rank's mean over its micro-steps.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import trm_model
 from jd_splits import Diagnostics
 
 from ._batch import model_batch
-from ._distributed import all_gather_rows, all_reduce_sum
+from ._distributed import Distributed, all_gather_rows, all_reduce_sum
 from ._trainer import Trainer
 
 # Sums reduced across ranks each step, in this order.
@@ -66,8 +68,7 @@ def train_step(trainer: Trainer) -> dict[str, Any]:
         outcomes.append(outcome)
         sums += step_sums
 
-    sums = all_reduce_sum(sums, trainer.runtime)
-    totals = dict(zip(_SUMS, sums.tolist(), strict=True))
+    totals, jd = _reduce_over_ranks(sums, diagnostics, trainer.runtime)
     loss = (totals["lm"] + totals["halt"]) / max(totals["samples"], 1.0)
     if not math.isfinite(loss):
         raise NonFiniteLossError(f"the loss of step {trainer.step + 1} is {loss}")
@@ -110,7 +111,7 @@ def train_step(trainer: Trainer) -> dict[str, Any]:
             scored.append("q_halt_accuracy")
         for key in scored:
             metrics[f"train/{key}"] = totals[key] / totals["count"]
-    metrics.update(_mean_diagnostics(diagnostics))
+    metrics.update(jd)
     return metrics
 
 
@@ -185,7 +186,23 @@ def _grad_norm(params: list[Tensor]) -> float:
     return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
 
 
+def _reduce_over_ranks(
+    sums: Tensor, diagnostics: list[Diagnostics], runtime: Distributed
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The `_SUMS` summed over ranks, and the JD diagnostics averaged over each rank's
+    micro-steps, then over ranks (every rank runs as many): one all-reduce for both."""
+    jd = _mean_diagnostics(diagnostics)
+    numeric = [key for key, value in jd.items() if not isinstance(value, str)]
+    local = torch.tensor([float(jd[key]) for key in numeric], dtype=sums.dtype, device=sums.device)
+    reduced = all_reduce_sum(torch.cat([sums, local]), runtime).tolist()
+    means = reduced[len(_SUMS) :]
+    jd.update({key: value / runtime.world_size for key, value in zip(numeric, means, strict=True)})
+    return dict(zip(_SUMS, reduced[: len(_SUMS)], strict=True)), jd
+
+
 def _mean_diagnostics(diagnostics: list[Diagnostics]) -> dict[str, Any]:
+    """This rank's diagnostics, each numeric one averaged over the micro-steps (NaN if any
+    is NaN); the strings (the engine) are the same in every micro-step."""
     first = diagnostics[0].as_dict()
     merged: dict[str, Any] = {}
     for key, value in first.items():
