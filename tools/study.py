@@ -10,7 +10,7 @@ five costing over 3x a GD step for a third of the steps; `sum` and `iwrm_q_halt_
 SGD + momentum, the rate tuned per arm on the first seed; 5 paired seeds (docs/results.md
 gives the protocol). Each run is a `trm-train` process with one torch thread, `--jobs` at
 a time.
-A finished run leaves `docs/study/runs/<key>.json`; the same command skips those, so an
+A finished run leaves `docs/study/records/<key>.json`; the same command skips those, so an
 interrupted study goes on where it stopped (the runs it was in start over). Then
 `study_analysis` writes the tables and plots from the records alone.
 """
@@ -165,7 +165,7 @@ class Runner:
 @click.option(
     "--out-dir",
     type=click.Path(path_type=Path),
-    help="Run records (runs/*.json), tables and plots [default: docs/study; with --quick,"
+    help="Run records (records/*.json), tables and plots [default: docs/study; with --quick,"
     " WORK_DIR/quick/results].",
 )
 def main(
@@ -204,7 +204,7 @@ def main(
         for name, fam in FAMILIES.items()
         if family in ("all", name)
     ]
-    runner = Runner(work_dir / "runs", out_dir / "runs", jobs, deadline, start)
+    runner = Runner(work_dir / "runs", out_dir / "records", jobs, deadline, start)
     try:
         lengths = {fam.name: steps or (fam.quick_steps if quick else fam.steps) for fam in families}
         for fam in families:
@@ -215,7 +215,7 @@ def main(
         # The SGD seeds past the first, at each arm's rate tuned on the first seed.
         for fam in families if lrs else []:
             for arm in (a for a in arms if a.name in SGD_ARMS):
-                lr = tuned_sgd_lr(out_dir / "runs", fam.name, arm.name, seed_list[0], lrs)
+                lr = tuned_sgd_lr(out_dir / "records", fam.name, arm.name, seed_list[0], lrs)
                 if lr is None:
                     continue  # the sweep is not complete (a budget cut it short)
                 for seed in seed_list[1:]:

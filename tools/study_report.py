@@ -184,7 +184,7 @@ def write_plots(out_dir: Path, grouped: dict[tuple[str, str], dict[str, list[Rec
 
 def write_analysis(out_dir: Path, command: str) -> None:
     """Tables (out_dir/tables.md), per-cell figures (out_dir/summary.json) and plots."""
-    records = load_records(out_dir / "runs")
+    records = load_records(out_dir / "records")
     if not records:
         return
     grouped = cells(records)

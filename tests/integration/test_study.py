@@ -25,14 +25,14 @@ def test_study_trains_the_grid_writes_records_tables_and_plots(tmp_path: Path) -
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    records = sorted(p.stem for p in (out / "runs").glob("*.json"))
+    records = sorted(p.stem for p in (out / "records").glob("*.json"))
     # 2 arms x 2 seeds with AdamATan2; the sweep (2 arms x 2 rates) on seed 0; seed 1 of
     # each SGD arm at its tuned rate.
     adam = [k for k in records if "adam_atan2" in k]
     sgd = [k for k in records if "-sgd-" in k]
     assert len(adam) == 4 and len(sgd) == 6
     assert sum(k.endswith("seed1") for k in sgd) == 2
-    run = json.loads((out / "runs" / "sudoku-adam_atan2-sum-seed0.json").read_text())
+    run = json.loads((out / "records" / "sudoku-adam_atan2-sum-seed0.json").read_text())
     assert run["steps"] == 2 and len(run["train"]["loss"]) == 2
     assert [e["step"] for e in run["evals"]] == [1, 2]
     assert run["items"] == 6  # the 6 held-out puzzles
