@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import numpy as np
 import pytest
+import torch
 
 import arc_data
 
@@ -164,3 +165,33 @@ def transform_store(tmp_path_factory: pytest.TempPathFactory) -> TransformStore:
         return built[key]
 
     return build
+
+
+BitEqual = Callable[..., None]
+
+
+def _assert_bit_equal(a: Any, b: Any, where: str = "state") -> None:
+    """`a` and `b` hold the same structure, every tensor and array equal bit for bit
+    (dtype and device too) and every other value equal: `repr` would round and elide."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), where
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=where)
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, where
+        np.testing.assert_array_equal(a, b, err_msg=where, strict=True)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _assert_bit_equal(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_bit_equal(x, y, f"{where}[{index}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+@pytest.fixture
+def assert_bit_equal() -> BitEqual:
+    """`assert_bit_equal(a, b, where)`: the resume tests' comparison of saved states."""
+    return _assert_bit_equal

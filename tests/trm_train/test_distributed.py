@@ -290,23 +290,6 @@ def test_a_hung_rank_makes_the_others_exit_non_zero_within_the_timeout(
     assert timeout_s <= waited < timeout_s + 30
 
 
-def _assert_bit_equal(a: Any, b: Any, where: str) -> None:
-    """The same structure, every tensor equal bit for bit and every other value equal."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor), where
-        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=where)
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            _assert_bit_equal(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, list | tuple):
-        assert type(a) is type(b) and len(a) == len(b), where
-        for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_bit_equal(x, y, f"{where}[{index}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
 # JD on each rank (iwrm_q_halt_in, UPGrad) with the ACT carry, so that each rank's own
 # carry, generators and aggregator state must come back.
 _RESUMED_SPLIT = "iwrm_q_halt_in"
@@ -326,7 +309,10 @@ def two_rank_run_at_step_1(store_path: Path, tmp_path_factory: pytest.TempPathFa
 
 @pytest.mark.slow
 def test_a_two_rank_run_resumed_on_two_ranks_is_bit_exact(
-    store_path: Path, two_rank_run_at_step_1: Path, tmp_path: Path
+    store_path: Path,
+    two_rank_run_at_step_1: Path,
+    tmp_path: Path,
+    assert_bit_equal: Callable[..., None],
 ) -> None:
     _train(store_path, tmp_path / "straight", _RESUMED_SPLIT, ranks=2, steps=3)
     shutil.copytree(two_rank_run_at_step_1, tmp_path / "resumed")
@@ -335,10 +321,10 @@ def test_a_two_rank_run_resumed_on_two_ranks_is_bit_exact(
     resumed_step, resumed = load_checkpoint(tmp_path / "resumed")
     assert straight_step == resumed_step == 3
     for key in ("model", "optimizer", "scheduler", "ema", "sampler"):
-        _assert_bit_equal(straight[key], resumed[key], key)
+        assert_bit_equal(straight[key], resumed[key], key)
     # Each rank's generators, carry and aggregator state, and the weights' digest.
     assert len(resumed["ranks"]) == 2
-    _assert_bit_equal(straight["ranks"], resumed["ranks"], "ranks")
+    assert_bit_equal(straight["ranks"], resumed["ranks"], "ranks")
     # The two parts of the resumed run logged the uninterrupted run's figures.
     logged = [read_metrics(tmp_path / run) for run in ("straight", "resumed")]
     assert [[m["step"] for m in rows] for rows in logged] == [[1, 2, 3]] * 2

@@ -97,27 +97,6 @@ def _fresh_model_state(config: TrainConfig) -> dict[str, torch.Tensor]:
     return build_trainer(config, CPU).model.state_dict()
 
 
-def assert_bit_equal(a: Any, b: Any, where: str = "state") -> None:
-    """`a` and `b` hold the same structure, every tensor and array equal bit for bit
-    (dtype and device too) and every other value equal: `repr` would round and elide."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor), where
-        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=where)
-    elif isinstance(a, np.ndarray):
-        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, where
-        np.testing.assert_array_equal(a, b, err_msg=where, strict=True)
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            assert_bit_equal(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, list | tuple):
-        assert type(a) is type(b) and len(a) == len(b), where
-        for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_bit_equal(x, y, f"{where}[{index}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
 def _weights_equal(a: dict[str, Any], b: dict[str, Any]) -> None:
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
@@ -125,7 +104,9 @@ def _weights_equal(a: dict[str, Any], b: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("split", ["sum", "iwrm_q_halt_in"])
-def test_resume_after_a_kill_is_bit_exact(store_path: Path, tmp_path: Path, split: str) -> None:
+def test_resume_after_a_kill_is_bit_exact(
+    store_path: Path, tmp_path: Path, split: str, assert_bit_equal: Callable[..., None]
+) -> None:
     config = small_config(store_path, split, steps=6, checkpoint_every=3, keep_checkpoints=5)
     config = attrs.evolve(config, data=attrs.evolve(config.data, failure_weighted_sampling=True))
     train(config, tmp_path / "straight", CPU, progress=False)
@@ -147,7 +128,7 @@ def test_resume_after_a_kill_is_bit_exact(store_path: Path, tmp_path: Path, spli
 
 @pytest.mark.parametrize("aggregator", ["gradvac", "excess_mtl", "pcd"])
 def test_a_stateful_aggregator_resumes_bit_exactly(
-    store_path: Path, tmp_path: Path, aggregator: str
+    store_path: Path, tmp_path: Path, aggregator: str, assert_bit_equal: Callable[..., None]
 ) -> None:
     config = small_config(store_path, "iwrm_q_halt_in", steps=4, checkpoint_every=2)
     config = attrs.evolve(config, objective=attrs.evolve(config.objective, aggregator=aggregator))
