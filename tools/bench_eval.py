@@ -24,9 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from arc_data import COLOUR_OFFSET, VOCAB_SIZE, ArcStore, BuildConfig, build_store, open_store
-from trm_train._eval_files import write_eval_files
-from trm_train._predict import Predictions
-from trm_train._scoring import score_predictions
+from trm_train.evaluation import Predictions, score_predictions, write_eval_files
 
 READ_ROWS = 16384
 

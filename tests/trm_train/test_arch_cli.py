@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from trm_train import TrainConfig, load_trained_model, read_metrics, read_run_config
-from trm_train._cli import main
-from trm_train._eval_cli import main as eval_main
+from trm_train.evaluation._eval_cli import main as eval_main
+from trm_train.training._cli import main
 
 
 @pytest.fixture(scope="module")

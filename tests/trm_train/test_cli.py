@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import arc_data
 from jd_splits import SPLIT_NAMES
 from trm_train import list_checkpoints, load_checkpoint, read_metrics, read_run_config
-from trm_train._cli import main
+from trm_train.training._cli import main
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from trm_train import list_checkpoints, read_run_config
-from trm_train._cli import main as train_main
-from trm_train._eval_cli import main as eval_main
-from trm_train._report_cli import main as report_main
-from trm_train._step import train_step
-from trm_train._trainer import Trainer
+from trm_train.evaluation._eval_cli import main as eval_main
+from trm_train.reporting._report_cli import main as report_main
+from trm_train.training._cli import main as train_main
+from trm_train.training._step import train_step
+from trm_train.training._trainer import Trainer
 
 # A shrunk tiny model: a step takes milliseconds.
 SMALL = ("--batch-size", "4", "--hidden-size", "16", "--num-heads", "2", "--L-layers", "1")
@@ -84,7 +84,7 @@ def test_a_run_resumes_evaluates_and_reports_from_another_directory(project: Pat
     result = CliRunner().invoke(eval_main, ["--run", run_dir, "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["step"] == 3
-    result = CliRunner().invoke(report_main, [run_dir, "--charts", "numpy", "--pictures", "0"])
+    result = CliRunner().invoke(report_main, [run_dir, "--pictures", "0"])
     assert result.exit_code == 0, result.output
     assert "cannot be opened" not in (project / "runs/run/report.md").read_text()
 
@@ -102,7 +102,7 @@ def test_a_moved_project_finds_its_store_from_the_run_folder(project: Path) -> N
     run_dir = str(again / "runs" / "run")
     result = CliRunner().invoke(eval_main, ["--run", run_dir, "--no-progress"])
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(report_main, [run_dir, "--charts", "numpy", "--pictures", "0"])
+    result = CliRunner().invoke(report_main, [run_dir, "--pictures", "0"])
     assert result.exit_code == 0, result.output
     report = (again / "runs" / "run" / "report.md").read_text()
     assert "cannot be opened" not in report and "held-out test set" in report
@@ -150,7 +150,7 @@ def test_eval_and_report_map_file_errors_to_one_line_exit_2(run_dir: Path) -> No
     lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "file/eval" in lines[0]
     (run_dir / "report").write_text("a file where the charts go")
-    result = CliRunner().invoke(report_main, [str(run_dir), "--charts", "numpy"])
+    result = CliRunner().invoke(report_main, [str(run_dir)])
     assert result.exit_code == 2
     lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "report" in lines[0]
@@ -166,7 +166,7 @@ def _failing_step(monkeypatch: pytest.MonkeyPatch, on_call: int) -> None:
             raise ValueError("a broken batch")
         return train_step(trainer)
 
-    monkeypatch.setattr("trm_train._loop.train_step", step)
+    monkeypatch.setattr("trm_train.training._loop.train_step", step)
 
 
 def test_a_failure_during_training_names_the_step_and_the_last_checkpoint(

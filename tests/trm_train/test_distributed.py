@@ -31,8 +31,8 @@ from trm_train import (
     train,
 )
 from trm_train._distributed import cuda_device_index
-from trm_train._eval_cli import main as eval_main
-from trm_train._trainer import build_trainer
+from trm_train.evaluation._eval_cli import main as eval_main
+from trm_train.training._build import build_trainer
 
 _TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 
@@ -47,10 +47,10 @@ from pathlib import Path
 
 import torch
 
-import trm_train._cli as cli
-import trm_train._evaluate as evaluate
-import trm_train._loop as loop
-import trm_train._step as step
+import trm_train.training._cli as cli
+import trm_train.evaluation._evaluate as evaluate
+import trm_train.training._loop as loop
+import trm_train.training._step as step
 
 rank = int(os.environ.get("RANK", "0"))
 micro_step = step._micro_step

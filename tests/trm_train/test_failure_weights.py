@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trm_train import FailureWeights
-from trm_train._failure_weights import FailureRule
+from trm_train._config import FailureRule
 
 
 def test_accumulated_rule_uses_run_long_counts() -> None:

@@ -14,8 +14,9 @@ import torch
 
 import arc_data
 from trm_train import Distributed, LoggingConfig, TrainConfig, tiny
-from trm_train._step import train_step
-from trm_train._trainer import Trainer, build_trainer
+from trm_train.training._build import build_trainer
+from trm_train.training._step import train_step
+from trm_train.training._trainer import Trainer
 
 CPU = Distributed()
 MICRO_BATCH = 4

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trm_train import AdamATan2, ParameterEMA, warmup_cosine
-from trm_train._schedule import warmup_cosine_scheduler
+from trm_train.training._schedule import warmup_cosine_scheduler
 
 
 def _formula_steps(

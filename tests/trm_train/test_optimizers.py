@@ -11,8 +11,8 @@ import torch
 from click.testing import CliRunner
 
 from trm_train import AdamATan2, read_run_config
-from trm_train._cli import main
-from trm_train._optimizers import make_optimizer
+from trm_train.training._cli import main
+from trm_train.training._optimizers import make_optimizer
 
 CPU = torch.device("cpu")
 

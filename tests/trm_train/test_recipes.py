@@ -10,8 +10,8 @@ import pytest
 
 import arc_data
 from trm_train import RECIPES, Distributed, TrainConfig, tiny
-from trm_train._failure_weights import FailureRule
-from trm_train._trainer import build_trainer
+from trm_train._config import FailureRule
+from trm_train.training._build import build_trainer
 
 STORE = Path("store.zarr")
 

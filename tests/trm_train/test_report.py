@@ -1,4 +1,5 @@
-"""The run report: sections and figures from the run's files, charts both ways, links."""
+"""The run report: sections and figures from the run's files, matplotlib charts (and a
+report without them when matplotlib is missing), links."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import re
 import shutil
 import statistics
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +20,8 @@ from click.testing import CliRunner
 
 import arc_data
 from trm_train import Distributed, LoggingConfig, line_chart, tiny, train, write_report
-from trm_train._plot import SERIES_COLOURS
-from trm_train._report_cli import main
+from trm_train.reporting._plot import SERIES_COLOURS
+from trm_train.reporting._report_cli import main
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -31,10 +33,11 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def _png_pixels(path: Path) -> npt.NDArray[np.uint8]:
-    """The PNG's pixels as an RGB array (height, width, 3), decoded by Pillow."""
+    """The PNG's pixels as an RGB array (height, width, 3), decoded by Pillow (matplotlib
+    writes RGBA; its figures are opaque)."""
     with PIL.Image.open(path) as image:
-        assert image.format == "PNG" and image.mode == "RGB", image.mode
-        return np.asarray(image, dtype=np.uint8)
+        assert image.format == "PNG" and image.mode in ("RGB", "RGBA"), image.mode
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def _has_colour(image: npt.NDArray[np.uint8], rgb: tuple[int, int, int]) -> bool:
@@ -78,7 +81,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, transform_store: Callable[
 
 @pytest.fixture(scope="module")
 def report(run_dir: Path) -> str:
-    path = write_report(run_dir, renderer="numpy")
+    path = write_report(run_dir)
     assert path == run_dir / "report.md"
     return path.read_text()
 
@@ -136,7 +139,7 @@ def test_the_table_averages_the_last_tenth_of_the_logged_steps(
         for step in range(1, 31)
     ]
     (copy / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    text = write_report(copy, renderer="numpy").read_text()
+    text = write_report(copy).read_text()
     assert "Means over the last tenth of the logged steps (28 to 30)" in text
     assert _table_value(text, "loss") == "1.55"  # (1.6 + 1.55 + 1.5) / 3
     assert _table_value(text, "token accuracy") == "0.58"  # (0.56 + 0.58 + 0.6) / 3
@@ -169,6 +172,7 @@ def test_evaluation_is_the_newest(run_dir: Path, report: str) -> None:
 
 
 def test_links_resolve_and_pngs_decode(run_dir: Path, report: str) -> None:
+    pytest.importorskip("matplotlib")
     links = re.findall(r"\]\(([^)]+)\)", report)
     charts = [link for link in links if link.startswith("report/")]
     pictures = [link for link in links if "/pictures/" in link]
@@ -186,6 +190,7 @@ def test_links_resolve_and_pngs_decode(run_dir: Path, report: str) -> None:
 
 
 def test_chart_captions_give_ranges_and_colours(run_dir: Path, report: str) -> None:
+    pytest.importorskip("matplotlib")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [row["train/loss"] for row in rows]
     caption = next(line for line in report.splitlines() if line.startswith("Training loss: x"))
@@ -202,33 +207,27 @@ def test_report_without_evaluation_or_metrics(run_dir: Path, tmp_path: Path) -> 
     copy = tmp_path / "bare"
     copy.mkdir()
     shutil.copy(run_dir / "config.json", copy / "config.json")
-    text = write_report(copy, renderer="numpy").read_text()
+    text = write_report(copy).read_text()
     assert "No evaluation yet" in text and "No metrics were logged" in text
     assert "Training loss: nothing was logged." in text
     assert not list((copy / "report").iterdir())
 
 
-def test_numpy_chart_draws_each_series_in_its_colour(tmp_path: Path) -> None:
+def test_chart_draws_each_series_in_its_colour(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
     series = {
         "rising": [(0.0, 0.0), (1.0, 1.0), (2.0, float("nan")), (3.0, 2.0)],
         "dot": [(1.5, 1.0)],
         "empty": [],
+        "infinite": [(1.0, float("inf"))],
     }
-    line_chart(series, tmp_path / "chart.png", title="t", ylabel="y", renderer="numpy")
+    line_chart(series, tmp_path / "chart.png", title="t", ylabel="y")
     image = _png_pixels(tmp_path / "chart.png")
     assert image.shape == (360, 640, 3)
-    (_, blue), (_, orange), (_, green) = SERIES_COLOURS[:3]
+    (_, blue), (_, orange), (_, green), (_, red) = SERIES_COLOURS[:4]
     assert _has_colour(image, blue) and _has_colour(image, orange)
-    assert not _has_colour(image, green)
-    # The rising line starts at the bottom-left corner of the plot area.
-    assert (image[334:337, 23:27] == blue).all(axis=2).any()
-
-
-def test_matplotlib_chart(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
-    series = {"a": [(1.0, 0.5), (2.0, 0.25)], "b": [(1.0, float("inf"))]}
-    line_chart(series, tmp_path / "chart.png", title="t", ylabel="y", renderer="matplotlib")
-    assert _png_size(tmp_path / "chart.png") == (640, 360)
+    # Series without a finite point draw nothing, not even a legend entry.
+    assert not _has_colour(image, green) and not _has_colour(image, red)
 
 
 def test_bad_chart_arguments(tmp_path: Path) -> None:
@@ -238,7 +237,7 @@ def test_bad_chart_arguments(tmp_path: Path) -> None:
 
 
 def test_cli_prints_the_path_and_rejects_bad_runs(run_dir: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, [str(run_dir), "--charts", "numpy"])
+    result = CliRunner().invoke(main, [str(run_dir)])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(run_dir / "report.md")
 
@@ -251,3 +250,26 @@ def test_cli_prints_the_path_and_rejects_bad_runs(run_dir: Path, tmp_path: Path)
     (damaged / "metrics.jsonl").write_text('{"step": 1}\n{"step": \n')
     result = CliRunner().invoke(main, [str(damaged)])
     assert result.exit_code == 2 and f"{damaged / 'metrics.jsonl'}: not JSON lines" in result.output
+
+
+def test_without_matplotlib_the_report_is_written_and_asks_for_the_extra(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "run"
+    # The run's own files, without the report the other tests wrote.
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("report", "report.md"))
+    # A None entry makes `import matplotlib...` raise ImportError, as when not installed.
+    for name in ("matplotlib", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)
+    result = CliRunner().invoke(main, [str(copy), "--pictures", "0"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(copy / "report.md")
+    assert "no charts drawn: they need matplotlib (pip install 'trm-train[report]')" in (
+        result.stderr
+    )
+    text = (copy / "report.md").read_text()
+    assert "## Charts\n\nNo charts: drawing them needs matplotlib" in text
+    assert "## Training" in text and "## Evaluation (step 3)" in text
+    assert not list((copy / "report").iterdir())
+    with pytest.raises(ImportError, match=r"trm-train\[report\]"):
+        line_chart({"a": [(0.0, 0.0)]}, tmp_path / "c.png", title="t", ylabel="y")

@@ -26,11 +26,11 @@ from trm_train import (
     tiny,
     train,
 )
-from trm_train._adam_atan2 import make_adam_atan2
-from trm_train._cli import main
-from trm_train._loop import _resume, _save
-from trm_train._step import train_step
-from trm_train._trainer import build_trainer
+from trm_train.training._adam_atan2 import make_adam_atan2
+from trm_train.training._build import build_trainer
+from trm_train.training._cli import main
+from trm_train.training._loop import _resume, _save
+from trm_train.training._step import train_step
 
 CPU = Distributed()
 CUDA = Distributed(device=torch.device("cuda", 0))
@@ -187,7 +187,7 @@ def test_deterministic_algorithms_are_on_during_the_run_only(
         )
         return train_step(trainer)
 
-    monkeypatch.setattr("trm_train._loop.train_step", recording_step)
+    monkeypatch.setattr("trm_train.training._loop.train_step", recording_step)
     # Absent before the run, and removed again after the test.
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")

@@ -12,7 +12,7 @@ import pytest
 
 import arc_data
 from trm_train import EvalResult, Predictions, score_predictions
-from trm_train import _scoring as scoring
+from trm_train.evaluation import _votes
 
 Tokens = npt.NDArray[np.uint8]
 
@@ -165,7 +165,7 @@ def test_vectorised_rule_equals_the_rule_one_prediction_at_a_time(
 ) -> None:
     if collide:
         # Every row hash equal: the exact check must catch it and group by content.
-        monkeypatch.setattr(scoring, "_mix", np.zeros_like)
+        monkeypatch.setattr(_votes, "_mix", np.zeros_like)
     store = arc2_eval.store
     rng = np.random.default_rng(0)
     count = store.test.num_examples

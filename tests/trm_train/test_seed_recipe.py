@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from jd_splits import SPLIT_NAMES
 from trm_train import read_metrics, read_run_config
-from trm_train._cli import main
+from trm_train.training._cli import main
 
 # The recipe's model shrunk: everything else (dropout, failure weighting, no EMA, the
 # no-ACT model for stack_*, w = 1e-4, puzzle rows in the Jacobian) stays the seed's.

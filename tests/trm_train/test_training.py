@@ -29,9 +29,9 @@ from trm_train import (
     tiny,
     train,
 )
-from trm_train._eval_cli import main as eval_main
-from trm_train._loop import _resume
-from trm_train._trainer import build_trainer
+from trm_train.evaluation._eval_cli import main as eval_main
+from trm_train.training._build import build_trainer
+from trm_train.training._loop import _resume
 
 CPU = Distributed()
 

@@ -1,5 +1,6 @@
-"""Reading a finished (or running) training run back: its config, store and trained
-model; and the one-line error of the commands that use runs."""
+"""A run folder, as every command sees it: its config, its store (found from the folder,
+and checked against the model), its trained model; and the one-line error of the
+commands that use runs. Training, evaluation and reporting all read runs through here."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import attrs
 import click
 import torch
 
+import arc_data
 import trm_model
 
 from ._checkpoint import load_checkpoint
@@ -67,6 +69,21 @@ def locate_store(data: DataConfig, run_dir: Path) -> Path:
         f"{run_dir}: the run's store is neither at {data.store} nor at {from_run} "
         "(relative to the run folder); give its new place with --data"
     )
+
+
+def check_store_matches(config: trm_model.TRMConfig, store: arc_data.ArcStore) -> None:
+    """Refuse a store whose shape differs from the model's, naming both values."""
+    meta = store.metadata
+    if meta.num_puzzle_identifiers != config.num_puzzle_identifiers:
+        raise ValueError(
+            f"{store.path}: the store has {meta.num_puzzle_identifiers} puzzle identifiers, "
+            f"the model was built for {config.num_puzzle_identifiers}"
+        )
+    if meta.seq_len != config.seq_len:
+        raise ValueError(
+            f"{store.path}: the store's sequence length is {meta.seq_len}, "
+            f"the model's is {config.seq_len}"
+        )
 
 
 def record_store(config: TrainConfig, run_dir: Path) -> TrainConfig:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-FailureRule = Literal["accumulated", "latest"]
-FAILURE_RULES: tuple[FailureRule, ...] = get_args(FailureRule)
+from .._config import FAILURE_RULES, FailureRule
 
 
 class FailureWeights:

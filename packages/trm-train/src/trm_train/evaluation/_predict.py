@@ -1,13 +1,11 @@
 """Run a TRM over the test split (every supervision step; the last step's canvases and
-q_halt), and the Predictions record the scorer reads."""
+q_halt) into the `Predictions` the scorer reads."""
 
 from __future__ import annotations
 
 import math
 import sys
-from typing import Any
 
-import attrs
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -16,48 +14,8 @@ import torch.distributed as dist
 from arc_data import ArcStore, iter_test_batches
 from trm_model import TRM
 
-from ._batch import model_batch
-
-
-def _int64(values: Any) -> npt.NDArray[np.int64]:
-    return np.asarray(values, dtype=np.int64)
-
-
-def _float32(values: Any) -> npt.NDArray[np.float32]:
-    return np.asarray(values, dtype=np.float32)
-
-
-@attrs.frozen(eq=False)
-class Predictions:
-    """Predicted canvases on the test split.
-
-    `example_indices` `[N]` index `store.test` (-1: a padding row, ignored), `tokens`
-    `[N, seq_len]` are the predicted tokens, `q_halt` `[N]` the halting logits.
-    Several predictions of one example are several votes.
-    """
-
-    example_indices: npt.NDArray[np.int64] = attrs.field(converter=_int64)
-    tokens: npt.NDArray[np.integer[Any]] = attrs.field(converter=np.asarray)
-    q_halt: npt.NDArray[np.float32] = attrs.field(converter=_float32)
-
-    def __attrs_post_init__(self) -> None:
-        count = len(self.example_indices)
-        if (
-            self.example_indices.ndim != 1
-            or self.tokens.ndim != 2
-            or self.q_halt.shape != (count,)
-            or len(self.tokens) != count
-        ):
-            raise ValueError(
-                "predictions: expected example_indices [N], tokens [N, seq_len] and q_halt [N], "
-                f"got shapes {self.example_indices.shape}, {self.tokens.shape}, "
-                f"{self.q_halt.shape}"
-            )
-        if not np.issubdtype(self.tokens.dtype, np.integer):
-            raise ValueError(f"predictions: tokens must be integers, got {self.tokens.dtype}")
-
-    def __len__(self) -> int:
-        return len(self.example_indices)
+from .._batch import model_batch
+from ._scoring import Predictions
 
 
 def predict(

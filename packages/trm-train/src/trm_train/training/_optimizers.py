@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, get_args
 
 import torch
 from torch.optim import Optimizer
 
+from .._config import OPTIMIZER_NAMES, OptimizerName
 from ._adam_atan2 import make_adam_atan2
-
-OptimizerName = Literal["adam_atan2", "adamw", "sgd"]
-OPTIMIZER_NAMES: tuple[OptimizerName, ...] = get_args(OptimizerName)
 
 
 def make_optimizer(

@@ -10,10 +10,9 @@ import click
 
 import arc_data
 
-from ._distributed import init_distributed, shutdown_distributed
+from .._distributed import init_distributed, shutdown_distributed
+from .._run import CommandError, check_store_matches, load_trained_model, locate_store
 from ._evaluate import evaluate_model
-from ._run import CommandError, load_trained_model, locate_store
-from ._trainer import check_store_matches
 
 
 @click.command(

@@ -10,8 +10,9 @@ import attrs
 
 import arc_data
 
-from ._config import RECIPES, LoopConfig, TrainConfig
-from ._run import locate_store, read_run_config
+from .._config import LoopConfig, TrainConfig
+from .._recipes import RECIPES
+from .._run import locate_store, read_run_config
 
 # Options that may change when resuming a run; every other one is fixed by the run.
 RESUMABLE = {

@@ -28,8 +28,9 @@ from torch import Tensor
 import trm_model
 from jd_splits import Diagnostics
 
-from ._batch import model_batch
-from ._distributed import Distributed, all_gather_rows, all_reduce_sum
+from .._batch import model_batch
+from .._distributed import Distributed, all_gather_rows, all_reduce_sum
+from ._schedule import warmup_cosine
 from ._trainer import Trainer
 
 # Sums reduced across ranks each step, in this order.
@@ -46,7 +47,14 @@ def train_step(trainer: Trainer) -> dict[str, Any]:
     is not finite."""
     start = time.perf_counter()
     config = trainer.config
-    factor = trainer.scheduler.lr_lambdas[0](trainer.scheduler.last_epoch)
+    # The schedule's factor for this step, from the function the scheduler follows (its
+    # 1-based step count): the puzzle embedding's SignSGD has no scheduler of its own.
+    factor = warmup_cosine(
+        trainer.step + 1,
+        warmup_steps=config.optim.warmup_steps,
+        total_steps=config.loop.steps,
+        min_ratio=config.optim.lr_min_ratio,
+    )
     trainer.puzzle_optimizer.lr = config.optim.puzzle_emb_lr * factor
     trainer.optimizer.zero_grad(set_to_none=True)
 

@@ -1,19 +1,17 @@
-"""Evaluation on a store's test split: predict on every rank, score and write on rank 0."""
+"""Evaluation of a model on a store's test split: predict on every rank, score and write
+on rank 0. `trm-eval` runs it on a checkpoint, the training loop on the run's weights."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import arc_data
 import trm_model
 
-from ._distributed import Distributed
+from .._distributed import Distributed
 from ._eval_files import write_eval_files
 from ._predict import predict
 from ._scoring import EvalResult, score_predictions
-from ._trainer import Trainer
 
 
 def evaluate_model(
@@ -44,22 +42,3 @@ def evaluate_model(
     if out_dir is not None:
         write_eval_files(result, store, out_dir, num_pictures=num_pictures)
     return result
-
-
-def evaluate_trainer(trainer: Trainer, out_dir: Path | None) -> dict[str, Any]:
-    """The EMA weights of a run in progress on its store's test split: `eval/` metrics on
-    rank 0, an empty dict elsewhere and when the store holds no test split."""
-    if trainer.store.test.num_examples == 0:
-        return {}
-    averaged = trainer.ema.applied() if trainer.ema is not None else nullcontext()
-    with averaged:
-        result = evaluate_model(
-            trainer.model,
-            trainer.store,
-            trainer.runtime,
-            batch_size=trainer.config.loop.eval_batch_size,
-            out_dir=out_dir,
-        )
-    if result is None:
-        return {}
-    return {f"eval/{key}": value for key, value in result.metrics.items()}

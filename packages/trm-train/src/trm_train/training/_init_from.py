@@ -11,7 +11,7 @@ from torch import Tensor
 
 import trm_model
 
-from ._checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
+from .._checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
 
 # Key prefixes of the reference TRM code's checkpoints (see trm_model's reference layout):
 # ACTLossHead.model.inner is the network, and a compiled model adds `_orig_mod.`.

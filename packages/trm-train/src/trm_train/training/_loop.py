@@ -18,15 +18,16 @@ import attrs
 import torch
 import torch.distributed as dist
 
-from ._checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from ._config import TrainConfig
-from ._distributed import Distributed
+from .._checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .._config import TrainConfig
+from .._distributed import Distributed
+from .._metrics_log import MetricsLog
+from .._run import record_store
+from ._build import build_trainer
 from ._evaluate import evaluate_trainer
-from ._metrics_log import MetricsLog
 from ._progress import Progress
-from ._run import record_store
 from ._step import NonFiniteLossError, train_step
-from ._trainer import Trainer, build_trainer
+from ._trainer import Trainer
 
 
 class TrainingError(RuntimeError):

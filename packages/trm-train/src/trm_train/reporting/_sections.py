@@ -1,17 +1,8 @@
-"""The run report: `report.md` in the run directory, its charts in `report/`.
-
-Everything comes from files the run wrote (`config.json`, `metrics.jsonl`,
-`eval/step-*/`), so a report can be written for any run, finished or still going, and
-written again later.
-"""
+"""The sections of the run report, in order, each a markdown string from the run's figures."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +12,10 @@ import torch
 import arc_data
 import trm_model
 
-from ._config import TrainConfig
-from ._metrics_log import read_metrics
-from ._plot import SERIES_COLOURS, Points, Renderer, line_chart
-from ._run import read_run_config
+from .._config import TrainConfig
+from ._figures import Evaluation, fmt, last_tenth, mean, median, number, series, task_scores
+from ._plot import CHARTS_EXTRA, SERIES_COLOURS, charts_available, line_chart
 
-_EVAL_DIR = re.compile(r"^step-(\d+)$")
-# Per-step training figures are noisy at small batches: the table averages the last tenth.
-_TAIL_SHARE = 0.1
 _TRAINING_ROWS = (
     ("train/loss", "loss"),
     ("train/accuracy", "token accuracy"),
@@ -65,109 +52,7 @@ PICTURES_HELP = (
 )
 
 
-class ReportError(ValueError):
-    """A file of the run cannot be read; the message names it."""
-
-
-@attrs.frozen
-class Evaluation:
-    step: int
-    folder: Path
-    metrics: dict[str, float]
-
-
-def write_report(run_dir: Path, *, renderer: Renderer = "auto", num_pictures: int = 6) -> Path:
-    """Write `run_dir/report.md` and its charts `run_dir/report/*.png`; return the path.
-
-    Raises FileNotFoundError when `run_dir` is not a run, ReportError on a damaged file.
-    """
-    config = read_run_config(run_dir)
-    try:
-        rows = read_metrics(run_dir)
-    except ValueError as error:
-        raise ReportError(f"{run_dir / 'metrics.jsonl'}: not JSON lines ({error})") from error
-    evaluation = latest_evaluation(run_dir)
-    (run_dir / "report").mkdir(exist_ok=True)
-    parts = [
-        f"# Run report: {run_dir.name}",
-        _headline(config, rows, evaluation),
-        _configuration(config, rows),
-        _training(rows),
-        _evaluation(evaluation, run_dir),
-        _charts(rows, run_dir, renderer),
-        _pictures(evaluation, run_dir, num_pictures),
-    ]
-    path = run_dir / "report.md"
-    path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
-    return path
-
-
-def latest_evaluation(run_dir: Path) -> Evaluation | None:
-    """The evaluation of the highest step under `run_dir/eval/` that has a metrics.json."""
-    found = []
-    folder = run_dir / "eval"
-    if folder.is_dir():
-        for child in folder.iterdir():
-            match = _EVAL_DIR.match(child.name)
-            if match and (child / "metrics.json").is_file():
-                found.append((int(match.group(1)), child))
-    if not found:
-        return None
-    step, latest = max(found)
-    path = latest / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ReportError(f"{path}: not JSON ({error})") from error
-    if not isinstance(metrics, dict):
-        raise ReportError(f"{path}: expected a JSON object of metrics")
-    return Evaluation(step, latest, metrics)
-
-
-def number(value: Any) -> float | None:
-    """A finite float from a metrics value (non-finite ones are logged as strings)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        result = float(value)
-    except ValueError:
-        return None
-    return result if math.isfinite(result) else None
-
-
-def fmt(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return f"{int(value):,}"
-    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
-
-
-def series(rows: list[dict[str, Any]], key: str) -> Points:
-    """(step, value) of the rows where `key` holds a finite number."""
-    points: Points = []
-    for row in rows:
-        value, step = number(row.get(key)), number(row.get("step"))
-        if value is not None and step is not None:
-            points.append((step, value))
-    return points
-
-
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _tail(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return rows[-max(1, round(len(rows) * _TAIL_SHARE)) :] if rows else []
-
-
-def _headline(
-    config: TrainConfig, rows: list[dict[str, Any]], evaluation: Evaluation | None
-) -> str:
+def headline(config: TrainConfig, rows: list[dict[str, Any]], evaluation: Evaluation | None) -> str:
     objective = config.objective
     how = "plain gradient descent" if objective.split == "sum" else f"{objective.aggregator}"
     steps = fmt(number(rows[-1].get("step")) if rows else 0)
@@ -178,7 +63,7 @@ def _headline(
             f" pass@2 {fmt(number(evaluation.metrics['pass@2']))} on {tasks} held-out tasks"
             f" (step {evaluation.step});"
         )
-    exact = _mean([v for _, v in series(_tail(rows), "train/exact_accuracy")])
+    exact = mean([v for _, v in series(last_tenth(rows), "train/exact_accuracy")])
     return text + f" train exact accuracy {fmt(exact)} (last tenth of the steps)."
 
 
@@ -188,7 +73,7 @@ def _table(header: tuple[str, str], rows: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _configuration(config: TrainConfig, rows: list[dict[str, Any]]) -> str:
+def configuration(config: TrainConfig, rows: list[dict[str, Any]]) -> str:
     model, objective, optim, data, loop = (
         config.model,
         config.objective,
@@ -271,20 +156,20 @@ def _store_rows(path: Path) -> list[tuple[str, str]]:
     ]
 
 
-def _training(rows: list[dict[str, Any]]) -> str:
+def training(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "## Training\n\nNo metrics were logged (`metrics.jsonl` is missing or empty)."
-    tail = _tail(rows)
+    tail = last_tenth(rows)
     first, last = fmt(number(tail[0].get("step"))), fmt(number(tail[-1].get("step")))
-    table = [(name, fmt(_mean([v for _, v in series(tail, key)]))) for key, name in _TRAINING_ROWS]
+    table = [(name, fmt(mean([v for _, v in series(tail, key)]))) for key, name in _TRAINING_ROWS]
     cosines = [v for _, v in series(rows, "jd/cosine_to_mean")]
     seconds = [v for _, v in series(rows, "train/step_seconds")]
     table += [
-        ("GD cosine (mean over the run)", fmt(_mean(cosines))),
-        ("step time, s (median over the run)", fmt(_median(seconds))),
+        ("GD cosine (mean over the run)", fmt(mean(cosines))),
+        ("step time, s (median over the run)", fmt(median(seconds))),
         (
             "examples/s (median over the run)",
-            fmt(_median([v for _, v in series(rows, "train/examples_per_second")])),
+            fmt(median([v for _, v in series(rows, "train/examples_per_second")])),
         ),
         ("training time, s (sum of step times)", fmt(sum(seconds) if seconds else None)),
     ]
@@ -298,7 +183,7 @@ def _training(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def _evaluation(evaluation: Evaluation | None, run_dir: Path) -> str:
+def evaluation(evaluation: Evaluation | None, run_dir: Path) -> str:
     if evaluation is None:
         return "## Evaluation\n\nNo evaluation yet (no `eval/step-*/metrics.json`)."
     metrics = evaluation.metrics
@@ -326,7 +211,9 @@ def _evaluation(evaluation: Evaluation | None, run_dir: Path) -> str:
     )
 
 
-def _charts(rows: list[dict[str, Any]], run_dir: Path, renderer: Renderer) -> str:
+def charts(rows: list[dict[str, Any]], run_dir: Path) -> str:
+    if not charts_available():
+        return f"## Charts\n\nNo charts: drawing them needs matplotlib ({CHARTS_EXTRA})."
     parts = ["## Charts"]
     for name, title, ylabel, keys in _CHARTS:
         lines = {label: series(rows, key) for label, key in keys.items()}
@@ -334,9 +221,7 @@ def _charts(rows: list[dict[str, Any]], run_dir: Path, renderer: Renderer) -> st
         if not drawn:
             parts.append(f"{title}: nothing was logged.")
             continue
-        line_chart(
-            lines, run_dir / "report" / f"{name}.png", title=title, ylabel=ylabel, renderer=renderer
-        )
+        line_chart(lines, run_dir / "report" / f"{name}.png", title=title, ylabel=ylabel)
         xs = [x for points in drawn.values() for x, _ in points]
         ys = [y for points in drawn.values() for _, y in points]
         legend = "; ".join(
@@ -352,33 +237,17 @@ def _charts(rows: list[dict[str, Any]], run_dir: Path, renderer: Renderer) -> st
     return "\n\n".join(parts)
 
 
-def _pictures(evaluation: Evaluation | None, run_dir: Path, limit: int) -> str:
+def predictions(evaluation: Evaluation | None, run_dir: Path, limit: int) -> str:
     if evaluation is None:
         return "## Predictions\n\nNo evaluation yet."
-    pictures = sorted((evaluation.folder / "pictures").glob("*.png"))[:limit]
-    if not pictures:
+    found = sorted((evaluation.folder / "pictures").glob("*.png"))[:limit]
+    if not found:
         return "## Predictions\n\nThe evaluation wrote no pictures."
-    scores = _task_scores(evaluation.folder / "tasks.json")
+    scores = task_scores(evaluation.folder / "tasks.json")
     parts = ["## Predictions", PICTURES_HELP]
-    for picture in pictures:
+    for picture in found:
         link = Path(os.path.relpath(picture, run_dir)).as_posix()
         score = scores.get(picture.stem)
         caption = f"Task `{picture.stem}`" + ("" if score is None else f", pass@2 {fmt(score)}")
         parts.append(f"{caption}:\n\n![{picture.stem}]({link})")
     return "\n\n".join(parts)
-
-
-def _task_scores(path: Path) -> dict[str, float]:
-    """pass@2 per task from tasks.json, or nothing when it is absent or unscored."""
-    if not path.is_file():
-        return {}
-    try:
-        tasks = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ReportError(f"{path}: not JSON ({error})") from error
-    scores = {}
-    for task_id, entry in tasks.items():
-        value = number(entry.get("scores", {}).get("pass@2"))
-        if value is not None:
-            scores[task_id] = value
-    return scores
