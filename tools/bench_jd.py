@@ -160,8 +160,9 @@ def reference_sequential(setup: Setup, split: Split) -> Callable[[], None]:
     jd = JacobianDescent(setup.model, engine="sequential")
 
     def run() -> None:
-        terms = setup.model(setup.tokens, setup.labels, setup.rows)
-        jd.backward(split.objectives([terms], step=0), extra_inputs=[setup.rows])
+        with jd.record():
+            terms = setup.model(setup.tokens, setup.labels, setup.rows)
+            jd.backward(split.objectives([terms], step=0), extra_inputs=[setup.rows])
 
     return run
 

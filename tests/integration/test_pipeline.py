@@ -82,7 +82,8 @@ def test_one_jd_step_from_store_batches(store: arc_data.ArcStore, split_name: st
     # tokens divided by their count, plus 0.5 * BCE(q_halt, row predicted exactly).
     expected_loss = _reference_loss(out.logits, out.q_halt, carry.batch.labels, halt_weight=0.5)
     assert config.halt_loss_weight == 0.5 and not config.q_continue
-    (objective,) = jd_splits.get_split("sum")([out.losses])
+    assert isinstance(out.losses, jd_splits.LossTerms)  # structurally: no import needed
+    (objective,) = jd_splits.get_split("sum").objectives([out.losses]).values
     torch.testing.assert_close(objective.double(), expected_loss)
     torch.testing.assert_close(out.losses.total().double(), expected_loss)
 

@@ -255,28 +255,52 @@ def test_record_is_not_reentrant(tiny_model: ModelFactory) -> None:
         pass
 
 
-def test_backward_outside_record_is_refused(tiny_model: ModelFactory) -> None:
+def test_backward_is_refused_outside_record_whatever_the_engine(tiny_model: ModelFactory) -> None:
     model, batch = tiny_model()
-    jd = JacobianDescent(model, split=get_split("iwrm_q_halt_in"))
-    assert jd.needs_record
-    terms = model(batch.tokens, batch.labels, batch.rows)
-    with pytest.raises(RuntimeError, match="record"):
-        jd.backward(get_split("iwrm_q_halt_in").objectives([terms]))
-    assert not JacobianDescent(model, split=get_split("sum")).needs_record
+    for split in (get_split("iwrm_q_halt_in"), get_split("sum")):
+        jd = JacobianDescent(model, split=split)
+        terms = model(batch.tokens, batch.labels, batch.rows)
+        with pytest.raises(RuntimeError, match=r"inside `with jd.record\(\):` \(always"):
+            jd.backward(split.objectives([terms]))
+    assert JacobianDescent(model, split=get_split("iwrm_q_halt_in")).uses_hooks
+    # One objective, or weights without a Jacobian: no hooks, so the model may be compiled.
+    assert not JacobianDescent(model, split=get_split("sum")).uses_hooks
+    assert not JacobianDescent(model, aggregator="mean").uses_hooks
+
+
+def test_the_split_given_at_construction_must_make_the_objectives(
+    tiny_model: ModelFactory,
+) -> None:
+    model, batch = tiny_model()
+    jd = JacobianDescent(model, split=get_split("sum"))
+    iwrm = get_split("iwrm_q_halt_in")
+    with jd.record():
+        terms = model(batch.tokens, batch.labels, batch.rows)
+        with pytest.raises(ValueError, match="built for the objectives of Split") as error:
+            jd.backward(iwrm.objectives([terms]))
+        assert "these come from another split, Split(supervisions=False" in str(error.value)
+        with pytest.raises(ValueError, match="these come from no split"):
+            jd.backward(ObjectiveSet.per_instance(terms.lm.sum(1)))
+        # An equal split (the same preset built again) is the same split.
+        assert jd.backward(get_split("sum").objectives([terms])).engine == "plain"
 
 
 def test_plain_vector_objectives(tiny_model: ModelFactory) -> None:
     model, batch = tiny_model()
-    terms = model(batch.tokens, batch.labels, batch.rows)
-    assert terms.halt is not None
-    vector = torch.stack([terms.lm.sum(), terms.halt.sum()])
-    diagnostics = JacobianDescent(model, engine="autojac").backward(vector)
+    jd = JacobianDescent(model, engine="autojac")
+    with jd.record():
+        terms = model(batch.tokens, batch.labels, batch.rows)
+        assert terms.halt is not None
+        vector = torch.stack([terms.lm.sum(), terms.halt.sum()])
+        with pytest.raises(TypeError, match=r"ObjectiveSet, not Tensor: split\.objectives"):
+            jd.backward(vector)  # type: ignore[arg-type]
+        diagnostics = jd.backward(ObjectiveSet.from_vector(vector))
     assert (diagnostics.engine, diagnostics.num_objectives) == ("autojac", 2)
     with pytest.raises(ValueError, match="per-sample structure"):
         jd = JacobianDescent(model, engine="autogram")
         with jd.record():
             terms = model(batch.tokens, batch.labels, batch.rows)
-            jd.backward(torch.stack([terms.lm.sum(), terms.lm.mean()]))
+            jd.backward(ObjectiveSet.from_vector(torch.stack([terms.lm.sum(), terms.lm.mean()])))
 
 
 class _DirectWeight(nn.Module):
@@ -305,9 +329,10 @@ def test_auto_falls_back_for_other_modules() -> None:
     with jd.record():
         losses = model(torch.randn(5, 3)).squeeze(1).pow(2)
         assert jd.backward(ObjectiveSet.per_instance(losses)).engine == "autogram"
-    mgda = JacobianDescent(model, aggregator="graddrop")
-    losses = model(torch.randn(5, 3)).squeeze(1).pow(2)
-    assert mgda.backward(ObjectiveSet.per_instance(losses)).engine == "autojac"
+    graddrop = JacobianDescent(model, aggregator="graddrop")
+    with graddrop.record():
+        losses = model(torch.randn(5, 3)).squeeze(1).pow(2)
+        assert graddrop.backward(ObjectiveSet.per_instance(losses)).engine == "autojac"
 
 
 def test_diagnostics_as_dict(tiny_model: ModelFactory) -> None:
@@ -335,8 +360,9 @@ def test_diagnostics_as_dict(tiny_model: ModelFactory) -> None:
 
 def test_no_objectives_leaves_grads_untouched(tiny_model: ModelFactory) -> None:
     model, batch = tiny_model()
-    terms = model(batch.tokens, batch.labels, batch.rows)
-    empty = ObjectiveSet.from_vector(terms.lm.sum()[None][:0])
-    diagnostics = JacobianDescent(model, engine="autojac").backward(empty)
+    jd = JacobianDescent(model, engine="autojac")
+    with jd.record():
+        terms = model(batch.tokens, batch.labels, batch.rows)
+        diagnostics = jd.backward(ObjectiveSet.from_vector(terms.lm.sum()[None][:0]))
     assert diagnostics.num_objectives == 0
     assert all(p.grad is None for p in model.parameters())

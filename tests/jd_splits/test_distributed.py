@@ -42,7 +42,8 @@ WORKER = textwrap.dedent(
         model = make_model()
         x, y, rows = shard(r)
         jd = JacobianDescent(model, engine="sequential")
-        jd.backward(ObjectiveSet.per_instance(losses(model, x, y, rows)), extra_inputs=[rows])
+        with jd.record():
+            jd.backward(ObjectiveSet.per_instance(losses(model, x, y, rows)), extra_inputs=[rows])
         return [p.grad for p in model.parameters()], rows.grad
 
     model = nn.parallel.DistributedDataParallel(make_model())
@@ -60,7 +61,7 @@ WORKER = textwrap.dedent(
     torch.testing.assert_close(rows.grad, local_update(rank)[1])
     # Outside record() the forward would not run under no_sync(): refused.
     try:
-        jd.backward(losses(model, x, y, rows).sum()[None])
+        jd.backward(ObjectiveSet.from_vector(losses(model, x, y, rows).sum()[None]))
     except RuntimeError as error:
         assert "record" in str(error)
     else:

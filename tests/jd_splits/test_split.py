@@ -12,7 +12,6 @@ from jd_splits import (
     SPLIT_NAMES,
     HaltMode,
     LossTerms,
-    Objective,
     ObjectiveBlock,
     ObjectiveSet,
     Split,
@@ -108,7 +107,7 @@ def test_objective_values(make_terms: TermsFactory) -> None:
     assert halt is not None and internal is not None
 
     def values(name: str) -> Tensor:
-        return get_split(name, intermediate_weight=W)([terms])
+        return get_split(name, intermediate_weight=W).objectives([terms]).values
 
     torch.testing.assert_close(values("iwrm_q_halt_in"), lm.sum(1) + halt)
     torch.testing.assert_close(values("iwrm_q_halt_out"), torch.cat([lm.sum(1), halt]))
@@ -135,13 +134,17 @@ def test_stacked_supervisions_are_divided_by_the_number_of_steps(
     first = terms_class(lm=torch.tensor([[1.0, 3.0]]))
     second = terms_class(lm=torch.tensor([[5.0, 7.0]]))
     steps = [first, second]
-    values = {name: get_split(name)(steps).tolist() for name in SPLIT_NAMES if "superv" in name}
+    values = {
+        name: get_split(name).objectives(steps).values.tolist()
+        for name in SPLIT_NAMES
+        if "superv" in name
+    }
     assert values["stack_supervisions"] == [2.0, 6.0]
     assert values["stack_supervisions_and_sum"] == [8.0]
     assert values["stack_supervisions_and_iwrm"] == [2.0, 6.0]
     assert values["stack_supervisions_and_pixelwise"] == [0.5, 1.5, 2.5, 3.5]
     assert values["stack_supervisions_and_iwrm_pixelwise"] == [0.5, 1.5, 2.5, 3.5]
-    assert get_split("sum")(steps).tolist() == [16.0]
+    assert get_split("sum").objectives(steps).values.tolist() == [16.0]
 
 
 def test_identically_zero_objectives_are_dropped(make_terms: TermsFactory) -> None:
@@ -247,7 +250,7 @@ def test_grouping_is_near_equal_seeded_and_fresh_per_step(terms_class: type[Term
     ones = torch.ones(B, P, dtype=torch.float64, requires_grad=True)
     terms = terms_class(lm=ones)
     split = get_split("iwrm_pixelwise_q_halt_in", groups=5, seed=1)
-    sizes = split([terms], step=0)
+    sizes = split.objectives([terms], step=0).values
     # 24 unit objectives in 5 buckets: sizes 5, 5, 5, 5, 4.
     assert sorted(sizes.tolist()) == [4.0, 5.0, 5.0, 5.0, 5.0]
 
@@ -269,10 +272,10 @@ def test_more_groups_than_objectives(make_terms: TermsFactory) -> None:
 
 def test_halt_absent_and_missing(make_terms: TermsFactory) -> None:
     terms = make_terms(B, P)
-    absent = Split(instances=True, halt=HaltMode.ABSENT)([terms])
+    absent = Split(instances=True, halt=HaltMode.ABSENT).objectives([terms]).values
     torch.testing.assert_close(absent, terms.lm.sum(1))
     no_halt = make_terms(B, P, halt=False)
-    assert get_split("iwrm_q_halt_out")([no_halt]).shape == (B,)
+    assert get_split("iwrm_q_halt_out").objectives([no_halt]).count == B
 
 
 def test_aliases_and_unknown_names() -> None:
@@ -284,7 +287,7 @@ def test_aliases_and_unknown_names() -> None:
 
 def test_refinement_splits_need_internal_losses(make_terms: TermsFactory) -> None:
     with pytest.raises(ValueError, match=r"LossTerms\.internal"):
-        get_split("stack_internal_losses")([make_terms(B, P)])
+        get_split("stack_internal_losses").objectives([make_terms(B, P)])
 
 
 def test_single_objective_flag() -> None:
@@ -293,17 +296,32 @@ def test_single_objective_flag() -> None:
     assert get_split("iwrm_q_halt_in", groups=1).single_objective
 
 
-def test_protocols_are_structural(make_terms: TermsFactory) -> None:
-    assert isinstance(make_terms(), LossTerms)
-    objective: Objective = get_split("sum")
-    assert objective([make_terms()]).shape == (1,)
+def test_loss_terms_are_structural_and_every_attribute_must_exist(
+    make_terms: TermsFactory,
+) -> None:
+    terms = make_terms()
+    assert isinstance(terms, LossTerms) and terms.halt is not None
+    objectives = get_split("sum").objectives([terms])
+    assert objectives.split == get_split("sum")
+    torch.testing.assert_close(objectives.values, (terms.lm.sum() + terms.halt.sum())[None])
+
+    @attrs.frozen
+    class WithoutMask:  # `halt` and `internal` may be None, but must exist
+        lm: Tensor
+        halt: Tensor | None = None
+        internal: list[Tensor] | None = None
+
+    partial = WithoutMask(terms.lm)
+    assert not isinstance(partial, LossTerms)
+    with pytest.raises(TypeError, match="WithoutMask is not a LossTerms record: it lacks mask"):
+        get_split("sum").objectives([partial])  # type: ignore[list-item]
 
 
 def test_shape_errors(make_terms: TermsFactory, terms_class: type[Terms]) -> None:
     terms = make_terms(B, P)
     with pytest.raises(ValueError, match=r"\[B, P\]"):
-        get_split("sum")([terms_class(lm=terms.lm.flatten())])
+        get_split("sum").objectives([terms_class(lm=terms.lm.flatten())])
     with pytest.raises(ValueError, match="halt must be"):
-        get_split("sum")([terms_class(lm=terms.lm, halt=torch.ones(B + 1))])
+        get_split("sum").objectives([terms_class(lm=terms.lm, halt=torch.ones(B + 1))])
     with pytest.raises(ValueError, match="groups"):
         Split(groups=0)

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from torchjd.aggregation import GramianWeightedAggregator, MGDAWeighting
 
 import arc_data
 from jd_splits import SPLIT_NAMES
-from trm_train import list_checkpoints, load_checkpoint, read_metrics, read_run_config
+from trm_train import (
+    Distributed,
+    list_checkpoints,
+    load_checkpoint,
+    read_metrics,
+    read_run_config,
+)
+from trm_train.training._build import build_trainer
 from trm_train.training._cli import main
 
 
@@ -89,12 +98,65 @@ def test_epochs_become_steps(store_path: Path, tmp_path: Path) -> None:
         (["--split", "iwrm"], "unknown split 'iwrm'; valid names: sum,"),
         (["--steps", "2", "--epochs", "1"], "--steps or --epochs, not both"),
         (["--aggregator", "nope"], "'nope' is not one of"),
+        (
+            ["--aggregator-param", "pref_vector"],
+            "aggregator parameter 'pref_vector' is not KEY=VALUE",
+        ),
+        (
+            ["--aggregator", "cagrad", "--aggregator-param", "radius=1"],
+            "unknown parameter 'radius': aggregator 'cagrad' accepts: c (float, 0.5), norm_eps",
+        ),
+        (
+            ["--aggregator", "krum"],
+            "missing required parameter n_byzantine: aggregator 'krum' accepts: n_byzantine "
+            "(int, required), n_selected (int, 1)",
+        ),
+        (
+            ["--aggregator", "nashmtl", "--aggregator-param", "n_tasks=4.5"],
+            "aggregator 'nashmtl': n_tasks must be an int, got '4.5'",
+        ),
     ],
 )
 def test_bad_options_exit_2(store_path: Path, args: list[str], message: str) -> None:
     code, output = run("--data", str(store_path), *args)
     assert code == 2
     assert message in " ".join(output.split())
+
+
+def test_aggregator_params_round_trip_through_config_json(store_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, output = run(
+        "--data",
+        str(store_path),
+        "--split",
+        "iwrm_q_halt_in",
+        "--aggregator",
+        "mgda",
+        "--aggregator-param",
+        "max_iters=7",
+        "--aggregator-param",
+        "epsilon=0.01",
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+    )
+    assert code == 0, output
+    saved = json.loads((out / "config.json").read_text())["objective"]
+    assert saved["aggregator_params"] == {"max_iters": 7, "epsilon": 0.01}
+    config = read_run_config(out)
+    assert config.objective.aggregator_params == {"max_iters": 7, "epsilon": 0.01}
+    aggregator = build_trainer(config, Distributed(), resume=True).jd.aggregator
+    assert isinstance(aggregator, GramianWeightedAggregator)
+    weighting = aggregator.gramian_weighting
+    assert isinstance(weighting, MGDAWeighting)
+    assert (weighting.max_iters, weighting.epsilon) == (7, 0.01)
+    code, output = run("--resume", str(out), "--aggregator-param", "max_iters=8")
+    assert code == 2 and "remove --aggregator-param" in output
+    code, output = run("--resume", str(out), "--steps", "2")
+    assert code == 0, output
 
 
 def test_missing_store_exits_2_naming_it(tmp_path: Path) -> None:

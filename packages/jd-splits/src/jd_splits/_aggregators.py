@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -40,6 +40,7 @@ from torchjd.aggregation import (
 )
 from torchjd.aggregation import Aggregator as Aggregator
 
+from ._aggregator_params import accepted, check_params, parse_params
 from ._projector import BatchedDualConeProjector
 
 
@@ -106,15 +107,29 @@ def canonical_aggregator_name(name: str) -> str:
 
 
 def make_aggregator(name: str, **params: Any) -> Aggregator:
-    """The torchjd aggregator called `name`, built with `params` (its constructor's keyword
-    arguments, e.g. `make_aggregator("cagrad", c=0.4)`, `make_aggregator("krum",
-    n_byzantine=1)`). `upgrad`, `dualproj` and `cr_mogm` (an EMA of UPGrad's weights) use
-    `BatchedDualConeProjector` unless a `projector` is given; `cagrad` defaults to `c=0.5`."""
-    factory = _FACTORIES[canonical_aggregator_name(name)]
+    """The torchjd aggregator called `name`, built with `params`: its constructor's keyword
+    arguments as documented in `AGGREGATOR_PARAMETERS` (e.g. `make_aggregator("cagrad",
+    c=0.4)`, `make_aggregator("krum", n_byzantine=1)`; vectors as tensors or lists of
+    numbers). `upgrad`, `dualproj` and `cr_mogm` (an EMA of UPGrad's weights) use
+    `BatchedDualConeProjector` unless a `projector` is given; `cagrad` defaults to `c=0.5`.
+    Raises ValueError for an unknown name or parameter, a missing required one or a value
+    of the wrong kind, naming the parameters the aggregator accepts."""
+    canonical = canonical_aggregator_name(name)
+    arguments = check_params(canonical, params)
     try:
-        return factory(**params)
+        return _FACTORIES[canonical](**arguments)
     except TypeError as error:
-        raise TypeError(f"aggregator {name!r}: {error}") from error
+        raise ValueError(f"{error}; {accepted(canonical)}") from error
+
+
+def parse_aggregator_params(name: str, pairs: Iterable[str]) -> dict[str, Any]:
+    """`make_aggregator`'s `params` from `KEY=VALUE` texts (e.g. command-line options:
+    `n_tasks=4`, `pref_vector=1,2`, `scale_mode=median`), read by each parameter's kind:
+    plain JSON-able values (int, float, str, list of floats), so that a run's configuration
+    can record them. Raises ValueError for a text that is not `KEY=VALUE`, an unknown or
+    repeated key, a missing required parameter or a value of the wrong kind, naming the
+    parameters the aggregator accepts."""
+    return parse_params(canonical_aggregator_name(name), pairs)
 
 
 def gramian_weighting(aggregator: Aggregator) -> Weighting[Any] | None:

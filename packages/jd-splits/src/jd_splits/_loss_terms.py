@@ -1,4 +1,4 @@
-"""The two seams between a model and the splits: `LossTerms` and `Objective`."""
+"""The seam between a model and the splits: `LossTerms`."""
 
 from __future__ import annotations
 
@@ -7,18 +7,22 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
+LOSS_TERM_ATTRIBUTES = ("lm", "halt", "internal", "mask")
+
 
 @runtime_checkable
 class LossTerms(Protocol):
     """The per-element losses of one supervision step of a model.
 
     Any record with these four attributes satisfies the protocol (an attrs class, a
-    dataclass, a NamedTuple...). Shapes: `B` samples, `P` positions (pixels, tokens).
+    dataclass, a NamedTuple...): all four must exist, and `halt`, `internal` and `mask`
+    may hold None, so that a typo in an attribute name is an error rather than a loss
+    silently left out. Shapes: `B` samples, `P` positions (pixels, tokens).
 
     - `lm`: `[B, P]` per-position losses; positions without a label hold exactly 0.
     - `halt`: `[B]` per-sample halting loss, or None when the model has none.
     - `internal`: one `[B, P]` loss per internal refinement step (e.g. per H cycle), or
-      None.
+      None (only the `refinements` other than `FINAL` read it).
     - `mask`: `[B]` bool, the slots holding a real sample; the losses of other slots are
       ignored. None means every slot is real.
     """
@@ -36,12 +40,12 @@ class LossTerms(Protocol):
     def mask(self) -> Tensor | None: ...
 
 
-class Objective(Protocol):
-    """Maps the `LossTerms` of one training step (one per supervision step) to a 1-D
-    tensor of objectives whose Jacobian the JD step aggregates.
-
-    `step` is the index of the training step; objectives that draw random numbers
-    (random grouping) derive them from it, so runs are reproducible and resumable.
-    """
-
-    def __call__(self, steps: Sequence[LossTerms], /, *, step: int | None = None) -> Tensor: ...
+def check_loss_terms(terms: object) -> None:
+    """Refuse a record that lacks one of the `LossTerms` attributes, naming it."""
+    missing = [name for name in LOSS_TERM_ATTRIBUTES if not hasattr(terms, name)]
+    if missing:
+        raise TypeError(
+            f"{type(terms).__name__} is not a LossTerms record: it lacks "
+            f"{', '.join(missing)} (every one of {', '.join(LOSS_TERM_ATTRIBUTES)} must exist; "
+            "halt, internal and mask may be None)"
+        )

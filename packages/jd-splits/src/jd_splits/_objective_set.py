@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ._split import Split
 
 
 def _check_block(instance: ObjectiveBlock, attribute: object, index: Tensor) -> None:
@@ -38,12 +42,15 @@ class ObjectiveBlock:
 
 @attrs.frozen
 class ObjectiveSet:
-    """The objectives of one training step.
+    """The objectives of one training step, what `JacobianDescent.backward` takes. Made by
+    `Split.objectives` (loss terms), `per_instance` (per-sample losses) or `from_vector`
+    (objectives without per-sample structure).
 
     `values` is the objective vector (`[m]`, part of the autograd graph). `blocks`
     describe how the objectives decompose into per-sample atoms; it is empty for an
     unstructured vector, which restricts the JD step to the `autojac` and `sequential`
     engines. `dropped` counts the objectives removed because they were identically zero.
+    `split` is the split that made them (None otherwise).
 
     The atoms sum into `base_count` base objectives. Without `shares`, base objective `i`
     is objective `i`. A term that every objective holds a part of (e.g. the batch's total
@@ -60,6 +67,7 @@ class ObjectiveSet:
     blocks: tuple[ObjectiveBlock, ...] = ()
     dropped: int = 0
     shares: Tensor | None = None
+    split: Split | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.values.ndim != 1:
@@ -114,7 +122,11 @@ class ObjectiveSet:
 
     @classmethod
     def from_vector(cls, values: Tensor) -> ObjectiveSet:
-        """Any 1-D tensor of objectives, without per-sample structure."""
+        """Any 1-D tensor of objectives, without per-sample structure: each objective may
+        depend on every sample (e.g. one loss per task head, each a batch mean). The JD
+        step then gets the Jacobian from `autojac` (or `sequential`), not from the
+        per-sample engines; prefer `per_instance` or a split when each sample's losses are
+        at hand."""
         return cls(values=values.reshape(-1))
 
     @classmethod
@@ -130,9 +142,7 @@ class ObjectiveSet:
         if factor == 1.0:
             return self
         blocks = tuple(ObjectiveBlock(b.atoms * factor, b.index) for b in self.blocks)
-        return ObjectiveSet(
-            values=self.values * factor, blocks=blocks, dropped=self.dropped, shares=self.shares
-        )
+        return attrs.evolve(self, values=self.values * factor, blocks=blocks)
 
 
 def fold_jacobians(

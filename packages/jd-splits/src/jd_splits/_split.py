@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ._grouping import random_buckets, step_seed
-from ._loss_terms import LossTerms
+from ._loss_terms import LossTerms, check_loss_terms
 from ._objective_set import ObjectiveBlock, ObjectiveSet
 
 
@@ -102,14 +102,15 @@ class Split:
             or self.refinements in (Refinements.STACK, Refinements.STACK_ONLY)
         )
 
-    def __call__(self, steps: Sequence[LossTerms], /, *, step: int | None = None) -> Tensor:
-        return self.objectives(steps, step=step).values
-
     def objectives(self, steps: Sequence[LossTerms], /, *, step: int | None = None) -> ObjectiveSet:
-        """The objectives of one training step: `steps` holds one `LossTerms` per
-        supervision step, `step` is the training step (needed with `groups`)."""
+        """The objectives of one training step, for `JacobianDescent.backward`: `steps`
+        holds one `LossTerms` per supervision step, `step` is the training step (needed
+        with `groups`). `.values` is the objective vector; the rest is the per-sample
+        structure the fast engines need."""
         if len(steps) == 0:
             raise ValueError("a split needs the loss terms of at least one supervision step")
+        for terms in steps:
+            check_loss_terms(terms)
         if self.groups is not None and step is None:
             raise ValueError(
                 "this split groups its objectives at random afresh at every training step: "
@@ -250,7 +251,11 @@ class Split:
         if shares is not None:
             values = values[:count] + shares @ values[count:]
         return ObjectiveSet(
-            values=values, blocks=tuple(blocks), dropped=total - live_count, shares=shares
+            values=values,
+            blocks=tuple(blocks),
+            dropped=total - live_count,
+            shares=shares,
+            split=self,
         )
 
 

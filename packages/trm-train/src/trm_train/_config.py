@@ -17,10 +17,10 @@ import trm_model
 from jd_splits import (
     ENGINE_NAMES,
     JACOBIAN_COVERS,
-    SPLIT_NAMES,
     EngineName,
     JacobianCovers,
     Refinements,
+    canonical_split_name,
     get_split,
 )
 
@@ -59,21 +59,17 @@ class OptimConfig:
     freeze_weights: bool = False
 
 
-def _canonical_split(name: str) -> str:
-    normalised = name.strip().lower().replace("-", "_").replace("_with_q_halt", "_q_halt")
-    if normalised not in SPLIT_NAMES:
-        raise ValueError(f"unknown split {name!r}; valid names: {', '.join(SPLIT_NAMES)}")
-    return normalised
-
-
 @attrs.frozen(kw_only=True)
 class ObjectiveConfig:
     """How the loss becomes objectives (`split`) and how they are aggregated."""
 
     # Stored in canonical form (lower case, `_with_q_halt_` spelling folded), so that the
     # mode checks below see one spelling.
-    split: str = attrs.field(default="sum", converter=_canonical_split)
+    split: str = attrs.field(default="sum", converter=canonical_split_name)
     aggregator: str = "upgrad"
+    # The aggregator's constructor arguments (`jd_splits.AGGREGATOR_PARAMETERS`), as plain
+    # JSON values (vectors as lists), so that config.json carries them to a resumed run.
+    aggregator_params: dict[str, Any] = attrs.field(factory=dict)
     engine: EngineName = attrs.field(default="auto", validator=v.in_(ENGINE_NAMES))
     groups: int | None = attrs.field(default=None, validator=v.optional(v.gt(0)))
     # Weight w of the refinement losses (the write-up's `intermediate_loss_weight`).

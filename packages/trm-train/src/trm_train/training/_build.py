@@ -68,23 +68,18 @@ def build_trainer(config: TrainConfig, runtime: Distributed, *, resume: bool = F
         intermediate_weight=objective.intermediate_weight,
         seed=config.loop.seed,
     )
-    try:
-        jd = JacobianDescent(
-            wrapped,
-            aggregator=objective.aggregator,
-            engine=objective.engine,
-            split=split,
-            jacobian_covers=objective.jacobian_covers,
-        )
-    except TypeError as error:  # an aggregator whose constructor needs arguments
-        raise ValueError(
-            f"the {objective.aggregator} aggregator cannot be built with its defaults ({error}); "
-            "use it through jd_splits.make_aggregator in your own loop"
-        ) from error
+    jd = JacobianDescent(
+        wrapped,
+        aggregator=objective.aggregator,
+        aggregator_params=objective.aggregator_params,
+        engine=objective.engine,
+        split=split,
+        jacobian_covers=objective.jacobian_covers,
+    )
 
     forward: Callable[..., trm_model.StepOutput] = model
     if config.loop.compile:
-        if jd.needs_record:
+        if jd.uses_hooks:
             raise ValueError(
                 f"--compile needs a split and aggregator that run one plain backward (e.g. "
                 f"sum); {objective.split} with {objective.aggregator} hooks the model's modules"

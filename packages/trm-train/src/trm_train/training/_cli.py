@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 import arc_data
-from jd_splits import AGGREGATOR_NAMES, ENGINE_NAMES, SPLIT_NAMES
+from jd_splits import AGGREGATOR_NAMES, AGGREGATOR_PARAMETERS, ENGINE_NAMES, SPLIT_NAMES
 
 from .._distributed import init_distributed, shutdown_distributed
 from .._recipes import RECIPES
@@ -55,7 +55,21 @@ from ._loop import TrainingError, prepare_deterministic, train
     default="upgrad",
     show_default=True,
     type=click.Choice(AGGREGATOR_NAMES),
-    help="torchjd aggregator of the objectives.",
+    help="torchjd aggregator of the objectives. Parameters (--aggregator-param; type, default): "
+    + "; ".join(
+        f"{name}: {', '.join(str(p) for p in params if p.kind != 'python')}"
+        for name, params in AGGREGATOR_PARAMETERS.items()
+        if any(p.kind != "python" for p in params)
+    )
+    + ". Vectors hold one number per objective.",
+)
+@click.option(
+    "--aggregator-param",
+    "aggregator_param",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A constructor argument of the aggregator, repeatable: e.g. n_tasks=4, "
+    "pref_vector=1,2 (a vector), scale_mode=median. Recorded in config.json.",
 )
 @click.option(
     "--engine",

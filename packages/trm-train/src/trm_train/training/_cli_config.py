@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 import arc_data
+from jd_splits import parse_aggregator_params
 
 from .._config import LoopConfig, TrainConfig
 from .._recipes import RECIPES
@@ -103,6 +104,8 @@ def config_from_options(options: dict[str, Any], given: set[str]) -> tuple[Train
             jacobian_covers=options["jacobian_covers"],
         ),
     )
+    params = parse_aggregator_params(objective.aggregator, options["aggregator_param"])
+    objective = attrs.evolve(objective, aggregator_params=params)
     if objective.uses_internal_losses and not model.cycle_outputs:
         # The ACT model reads every cycle out only when asked to.
         model = attrs.evolve(model, intermediate_outputs=True)
