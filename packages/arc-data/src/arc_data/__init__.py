@@ -11,6 +11,7 @@ from arc_data._augment import (
     dihedral,
     sample_augmentations,
 )
+from arc_data._batches import Batch, iter_test_batches, make_batch
 from arc_data._build import BuildConfig, BuildReport, build_store
 from arc_data._encoding import (
     COLOUR_OFFSET,
@@ -24,7 +25,7 @@ from arc_data._encoding import (
 )
 from arc_data._errors import ArcDataError
 from arc_data._render import ARC_PALETTE, canvas_grid, grid_image, grid_rows_image, write_png
-from arc_data._sampling import Batch, TrainSampler, iter_test_batches, make_batch
+from arc_data._sampling import TrainSampler
 from arc_data._sources import parse_source, read_subsets
 from arc_data._store import ArcStore, Split, StoreMetadata, open_store
 from arc_data._task import MAX_GRID_SIZE, Grid, Pair, Task, parse_grid, parse_task, task_to_json
