@@ -1,5 +1,9 @@
 """A tiny TRM learns a small synthetic task built through arc-data, with gradient descent
-and with IWRM + UPGrad: at least 90% of its training examples exactly right."""
+and with IWRM + UPGrad: at least 90% of its training examples exactly right.
+
+The calibrated CPU recipe (`cpu`: H 1 / L 2, one supervision step) learns it in 250 steps
+(measured: all examples right at 250 steps, 80-87% at 150, for both splits), in less than
+half the time of the `tiny` recipe's 400 steps."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import torch
 
 import arc_data
 import trm_model
-from trm_train import Distributed, LoggingConfig, load_trained_model, tiny, train
+from trm_train import Distributed, LoggingConfig, cpu, load_trained_model, train
 
 pytestmark = pytest.mark.slow
 
@@ -50,14 +54,13 @@ def test_tiny_trm_learns_to_mirror(
     mirror_store: Path, tmp_path: Path, split: str, aggregator: str
 ) -> None:
     meta = arc_data.open_store(mirror_store).metadata
-    config = tiny(meta.num_puzzle_identifiers, meta.seq_len, mirror_store)
+    config = cpu(meta.num_puzzle_identifiers, meta.seq_len, mirror_store, split)
     config = attrs.evolve(
         config,
-        model=attrs.evolve(config.model, halt_max_steps=2),
-        optim=attrs.evolve(config.optim, lr=3e-3, ema_decay=0.98),
-        objective=attrs.evolve(config.objective, split=split, aggregator=aggregator),
-        data=attrs.evolve(config.data, global_batch_size=32),
-        loop=attrs.evolve(config.loop, steps=400, checkpoint_every=400),
+        optim=attrs.evolve(config.optim, warmup_steps=20, ema_decay=0.98),
+        objective=attrs.evolve(config.objective, aggregator=aggregator),
+        data=attrs.evolve(config.data, global_batch_size=32, examples_per_draw=None),
+        loop=attrs.evolve(config.loop, steps=250, checkpoint_every=250, eval_every=None),
         logging=LoggingConfig(wandb="disabled"),
     )
     train(config, tmp_path / "run", Distributed(), progress=False)
