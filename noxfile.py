@@ -2,7 +2,7 @@
 
 Every install goes through `.ci/constraints.txt`, which pins the CPU build of torch.
 Run everything with `nox`, or one session with `nox -s arcdata`; extra arguments go to
-pytest (`nox -s arcdata -- -m "not slow"`).
+pytest (`nox -s arcdata -- -m "not slow"`, or `-- -n 0` for one process).
 """
 
 from __future__ import annotations
@@ -37,11 +37,22 @@ def _install(session: nox.Session, *requirements: str, editable: bool = False) -
     session.install(*args)
 
 
+# The tests are CPU-bound Python on small models: one pytest-xdist worker per CPU, each
+# with one torch thread, keeps every core busy. Whole files go to a worker (loadfile), so
+# that a module's fixtures (trained runs, stores) are made once.
+PARALLEL = ["-n", "auto", "--dist", "loadfile"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _pytest(session: nox.Session, folder: str) -> None:
+    session.run("pytest", *PARALLEL, folder, *session.posargs, env=ONE_THREAD)
+
+
 def _test_package(session: nox.Session, package: str) -> None:
     """Install one package (non-editable, with its test extra) and run its tests."""
     local = [f"./packages/{dep}" for dep in LOCAL_DEPENDENCIES[package]]
     _install(session, *local, f"./packages/{package}[test]")
-    session.run("pytest", f"tests/{package.replace('-', '_')}", *session.posargs)
+    _pytest(session, f"tests/{package.replace('-', '_')}")
 
 
 @nox.session
@@ -80,7 +91,7 @@ def _all_packages_editable(session: nox.Session) -> None:
 def integration(session: nox.Session) -> None:
     """All packages together: CLIs end to end and cross-package seams."""
     _all_packages_editable(session)
-    session.run("pytest", "tests/integration", *session.posargs)
+    _pytest(session, "tests/integration")
 
 
 @nox.session

@@ -11,8 +11,11 @@ SGD + momentum, the rate tuned per arm on the first seed; 5 paired seeds (docs/r
 gives the protocol). Each run is a `trm-train` process with one torch thread, `--jobs` at
 a time.
 A finished run leaves `docs/study/records/<key>.json`; the same command skips those, so an
-interrupted study goes on where it stopped (the runs it was in start over). Then
-`study_analysis` writes the tables and plots from the records alone.
+interrupted study goes on where it stopped (the runs it was in start over). When the grid
+is complete, one short timing probe per arm (`docs/study/timing/<key>.json`) measures the
+seconds per step of the wall-time axis, every arm under the same conditions: run that last
+part on an otherwise idle machine. Then `study_analysis` writes the tables and plots from
+the records alone.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from study_protocol import (
     ARC_GEN,
     ARMS,
     FAMILIES,
+    PROBE_STEPS,
     QUICK_ARMS,
     SEEDS,
     SGD_ARMS,
@@ -40,7 +44,9 @@ from study_protocol import (
     SUDOKU,
     Family,
     RunSpec,
+    iter_probes,
     iter_specs,
+    probe_record,
     run_record,
     run_training,
 )
@@ -67,17 +73,18 @@ class Runner:
     """Trains the runs not yet recorded, `jobs` at a time, and records each as it ends."""
 
     def __init__(
-        self, runs_dir: Path, records_dir: Path, jobs: int, deadline: float, start: float
+        self, runs_dir: Path, out_dir: Path, jobs: int, deadline: float, start: float
     ) -> None:
-        self.runs_dir, self.records_dir = runs_dir, records_dir
+        self.runs_dir = runs_dir
+        self.records_dir, self.timing_dir = out_dir / "records", out_dir / "timing"
         self.pool = ThreadPoolExecutor(jobs)
         self.deadline, self.start = deadline, start
         self.pending: dict[Future[bool], RunSpec] = {}
         self.trained = 0
-        records_dir.mkdir(parents=True, exist_ok=True)
+        self.records_dir.mkdir(parents=True, exist_ok=True)
 
     def record_path(self, spec: RunSpec) -> Path:
-        return self.records_dir / f"{spec.key}.json"
+        return (self.timing_dir if spec.probe else self.records_dir) / f"{spec.key}.json"
 
     def submit(self, spec: RunSpec, store: Path) -> None:
         if self.record_path(spec).exists():
@@ -91,12 +98,15 @@ class Runner:
         shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
         _log(self.start, f"start {spec.key}")
         run_training(spec, store, run_dir, self.runs_dir / "logs" / f"{spec.key}.txt")
-        record = run_record(spec, run_dir)
-        partial = self.record_path(spec).with_suffix(".partial")
-        partial.write_text(json.dumps(record, separators=(",", ":")) + "\n")
-        partial.replace(self.record_path(spec))
-        last = record["evals"][-1]
-        _log(self.start, f"done  {spec.key}: pass@1 {last['pass@1']:.3f}")
+        record = (probe_record if spec.probe else run_record)(spec, run_dir)
+        path = self.record_path(spec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".partial").write_text(json.dumps(record, separators=(",", ":")) + "\n")
+        path.with_suffix(".partial").replace(path)
+        if spec.probe:
+            _log(self.start, f"done  {spec.key}: {record['seconds_per_step']:.3f} s/step")
+        else:
+            _log(self.start, f"done  {spec.key}: pass@1 {record['evals'][-1]['pass@1']:.3f}")
         return True
 
     def drain(self) -> None:
@@ -124,6 +134,14 @@ class Runner:
 @click.option("--seeds", default=",".join(map(str, SEEDS)), show_default=True)
 @click.option("--no-sgd", is_flag=True, help="Skip the SGD part.")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--probe-steps",
+    type=click.IntRange(min=0),
+    default=PROBE_STEPS,
+    show_default=True,
+    help="Steps of each arm's timing probe, run after the grid (0: none). The probes time"
+    " the wall-time axis: run them on an otherwise idle machine.",
+)
 @click.option(
     "--budget-minutes",
     type=click.FloatRange(min=0),
@@ -175,6 +193,7 @@ def main(
     seeds: str,
     no_sgd: bool,
     jobs: int,
+    probe_steps: int,
     budget_minutes: float | None,
     arm_names: str,
     sgd_lrs: str,
@@ -204,7 +223,7 @@ def main(
         for name, fam in FAMILIES.items()
         if family in ("all", name)
     ]
-    runner = Runner(work_dir / "runs", out_dir / "records", jobs, deadline, start)
+    runner = Runner(work_dir / "runs", out_dir, jobs, deadline, start)
     try:
         lengths = {fam.name: steps or (fam.quick_steps if quick else fam.steps) for fam in families}
         for fam in families:
@@ -221,6 +240,11 @@ def main(
                 for seed in seed_list[1:]:
                     spec = RunSpec(fam, "sgd", arm, seed, lengths[fam.name], lr)
                     runner.submit(spec, fam.store(work_dir / "data"))
+        runner.drain()
+        # Last, when every run is done: the timing probes, all under the same conditions.
+        for fam in families if probe_steps else []:
+            for spec in iter_probes(fam, probe_steps, arms, lrs):
+                runner.submit(spec, fam.store(work_dir / "data"))
         runner.drain()
     finally:
         runner.pool.shutdown(cancel_futures=True)

@@ -4,7 +4,8 @@ Each arm is compared with `sum` (gradient descent) seed by seed: the paired diff
 over seeds get a 95% percentile-bootstrap confidence interval, and a difference is called
 real only when that interval excludes 0. Equal-time figures read each run at the
 training seconds its own seed's `sum` run needed for all its steps, time being steps x
-the arm's step time (the median over its seeds of each run's median).
+the arm's seconds per step: its timing probe's (every arm timed under the same
+conditions, after the grid), else the median over its seeds of each run's median.
 """
 
 from __future__ import annotations
@@ -70,14 +71,20 @@ def tuned_sgd_lr(
     return best
 
 
+def load_probes(timing_dir: Path) -> dict[tuple[str, str, str], float]:
+    """(family, optimizer, arm) -> seconds per step measured by the arm's timing probe."""
+    probes = [json.loads(path.read_text()) for path in sorted(timing_dir.glob("*.json"))]
+    return {(p["family"], p["optimizer"], p["arm"]): p["seconds_per_step"] for p in probes}
+
+
 def run_step_time(record: Record) -> float:
     return statistics.median(_finite(record["train"]["step_seconds"]))
 
 
 def step_time(record: Record) -> float:
-    """Seconds per step of the run's arm: the median over the arm's seeds of each run's
-    median step time (set by `cells`), else the run's own. Time is steps x this, so that
-    a load on the shared machine during some runs does not move them along the axis."""
+    """Seconds per step of the run's arm, set by `cells` (its probe's, or the median over
+    the arm's seeds of each run's median), else the run's own. Time is steps x this, so
+    that a load on the shared machine during some runs does not move them along the axis."""
     pooled: float | None = record.get("arm_step_seconds")
     return pooled if pooled is not None else run_step_time(record)
 
@@ -156,9 +163,12 @@ def bootstrap_ci(values: list[float], seed: int = 0) -> tuple[float, float, floa
     return float(data.mean()), float(low), float(high)
 
 
-def cells(records: list[Record]) -> dict[tuple[str, str], dict[str, list[Record]]]:
+def cells(
+    records: list[Record], probes: dict[tuple[str, str, str], float] | None = None
+) -> dict[tuple[str, str], dict[str, list[Record]]]:
     """(family, optimizer) -> arm -> records sorted by seed; SGD keeps the tuned rate's
-    runs (the other rates are the sweep, reported apart)."""
+    runs (the other rates are the sweep, reported apart). Each record gets the seconds per
+    step of its arm's time axis (`arm_step_seconds`) and where they came from."""
     grouped: dict[tuple[str, str], dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
     for r in sorted(records, key=lambda r: r["seed"]):
         grouped[r["family"], r["optimizer"]][r["arm"]].append(r)
@@ -170,11 +180,13 @@ def cells(records: list[Record]) -> dict[tuple[str, str], dict[str, list[Record]
             rates = {r["lr"]: loss_auc(r, 0.5, key="loss") for r in runs if r["seed"] == first}
             best = min(rates, key=lambda lr: (rates[lr], lr))
             arms[arm] = [r for r in runs if r["lr"] == best]
-    for arms in grouped.values():
-        for runs in arms.values():
-            pooled = statistics.median(run_step_time(r) for r in runs)
+    for (family, optimizer), arms in grouped.items():
+        for arm, runs in arms.items():
+            probe = (probes or {}).get((family, optimizer, arm))
+            seconds = probe if probe is not None else statistics.median(map(run_step_time, runs))
             for r in runs:
-                r["arm_step_seconds"] = pooled
+                r["arm_step_seconds"] = seconds
+                r["step_time_source"] = "probe" if probe is not None else "runs"
     return grouped
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -100,6 +101,11 @@ SGD_ARMS = ("sum", "iwrm_q_halt_in")
 SGD_LRS = (0.01, 0.03, 0.1, 0.3)
 SGD_MOMENTUM = 0.9
 SEEDS = (0, 1, 2, 3, 4)
+# The wall-time axis: each arm's seconds per step come from one timing probe, a short run
+# of seed 0 without evaluation made after the whole grid, so that every arm is timed under
+# the same conditions (the grid's runs share the machine with whatever else ran then).
+PROBE_STEPS = 30
+PROBE_WARMUP = 5  # first steps left out of the probe's median (allocation, caches)
 
 
 @attrs.frozen
@@ -110,31 +116,39 @@ class RunSpec:
     seed: int
     steps: int  # of a full-length run; `short` arms train a third of it
     lr: float | None = None  # None: the recipe's
+    probe: bool = False  # a timing probe of `steps` steps, without evaluation
 
     @property
     def length(self) -> int:
+        if self.probe:
+            return self.steps
         return max(1, self.steps // 3) if self.arm.short else self.steps
 
     @property
-    def eval_every(self) -> int:
+    def eval_every(self) -> int | None:
         """Full runs every third (so a short arm's last step is a `sum` step with an
-        evaluation), short ones every half."""
+        evaluation), short ones every half, probes never."""
+        if self.probe:
+            return None
         return max(1, self.length // (2 if self.arm.short else 3))
 
     @property
     def key(self) -> str:
-        """Stable, file-safe name of the run."""
+        """Stable, file-safe name of the run (a probe's names no seed: one per arm)."""
         lr = "" if self.lr is None else f"-lr{self.lr:g}"
         arm = self.arm.name.replace(" ", "-")
-        return f"{self.family.name}-{self.optimizer}-{arm}{lr}-seed{self.seed}"
+        run = "probe" if self.probe else f"seed{self.seed}"
+        return f"{self.family.name}-{self.optimizer}-{arm}{lr}-{run}"
 
     def command(self, store: Path, out: Path) -> list[str]:
         command = [
             sys.executable, "-m", "trm_train", "--data", str(store),
             "--recipe", self.family.recipe, "--split", self.arm.split, *self.arm.options,
-            "--steps", str(self.length), "--eval-every", str(self.eval_every),
-            "--seed", str(self.seed), "--out", str(out), "--wandb", "disabled", "--no-progress",
+            "--steps", str(self.length), "--seed", str(self.seed), "--out", str(out),
+            "--wandb", "disabled", "--no-progress",
         ]  # fmt: skip
+        if self.eval_every is not None:
+            command += ["--eval-every", str(self.eval_every)]
         if self.optimizer == "sgd":
             assert self.lr is not None
             command += ["--optimizer", "sgd", "--momentum", str(SGD_MOMENTUM)]
@@ -230,6 +244,36 @@ def run_record(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
             for row in evals
         ],
     }
+
+
+def probe_record(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
+    """A timing probe's step times and their median past the first PROBE_WARMUP steps."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    seconds = [row["train/step_seconds"] for row in rows if "train/step_seconds" in row]
+    if len(seconds) != spec.length:
+        raise RuntimeError(f"{run_dir}: unfinished ({len(seconds)} of {spec.length} steps)")
+    timed = seconds[min(PROBE_WARMUP, len(seconds) // 2) :]
+    return {
+        "family": spec.family.name,
+        "optimizer": spec.optimizer,
+        "arm": spec.arm.name,
+        "lr": spec.lr,
+        "steps": spec.length,
+        "command": " ".join(spec.command(Path("STORE"), Path("RUN"))[1:]),
+        "step_seconds": [_rounded(s) for s in seconds],
+        "seconds_per_step": _rounded(statistics.median(timed)),
+    }
+
+
+def iter_probes(
+    family: Family, steps: int, arms: tuple[Arm, ...], sgd_lrs: tuple[float, ...]
+) -> Iterator[RunSpec]:
+    """One timing probe per arm and optimizer (SGD at the sweep's first rate: the rate
+    does not change what a step computes)."""
+    for arm in arms:
+        yield RunSpec(family, "adam_atan2", arm, SEEDS[0], steps, probe=True)
+        if sgd_lrs and arm.name in SGD_ARMS:
+            yield RunSpec(family, "sgd", arm, SEEDS[0], steps, sgd_lrs[0], probe=True)
 
 
 def iter_specs(

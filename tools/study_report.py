@@ -14,6 +14,7 @@ from study_analysis import (
     cells,
     compare,
     lm_losses,
+    load_probes,
     load_records,
     loss_auc,
     step_time,
@@ -67,14 +68,22 @@ def _table(
     return lines
 
 
-def _diagnostics(table: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    lines = ["| arm | GD cosine | conflict share | step s | step vs sum |", "|---|---|---|---|---|"]
-    gd_step = table["sum"]["step s"]["mean"] if "sum" in table else math.nan
+def _diagnostics(
+    table: dict[str, dict[str, dict[str, Any]]], arms: dict[str, list[Record]]
+) -> list[str]:
+    """Means over seeds, and the seconds per step of each arm's time axis."""
+    lines = [
+        "| arm | GD cosine | conflict share | step s (runs) | step s (axis) | axis vs sum |",
+        "|---|---|---|---|---|---|",
+    ]
+    axis = {arm: step_time(runs[0]) for arm, runs in arms.items()}
     for arm in arm_order(list(table)):
         row = table[arm]
         cos, conflict, step = (row[m]["mean"] for m in DIAGNOSTICS)
+        ratio = axis[arm] / axis["sum"] if "sum" in axis else math.nan
         lines.append(
-            f"| `{arm}` | {cos:.3f} | {conflict:.3f} | {step:.2f} | {step / gd_step:.2f}x |"
+            f"| `{arm}` | {cos:.3f} | {conflict:.3f} | {step:.2f} | {axis[arm]:.2f}"
+            f" ({arms[arm][0]['step_time_source']}) | {ratio:.2f}x |"
         )
     return lines
 
@@ -105,7 +114,10 @@ def write_tables(
         "Mean [95% bootstrap CI] over paired seeds; Δ is the paired difference to `sum`,",
         "in **bold** when its interval excludes 0. Equal steps: each arm against `sum` at",
         "the arm's own last step. Equal wall time: each run read at the training seconds",
-        "its seed's `sum` run took for all its steps.",
+        "its seed's `sum` run took for all its steps, time being steps x the arm's seconds",
+        'per step ("axis" below): its timing probe\'s (`probe`), or, until the probes',
+        "have run, the median of its runs' medians (`runs`, disturbed by whatever else ran",
+        "on the machine meanwhile).",
     ]
     for key, table in summary.items():
         family, optimizer = key.split("/")
@@ -114,7 +126,7 @@ def write_tables(
         lines += ["", f"## {family}, {optimizer}, {steps} steps", ""]
         lines += ["Equal steps:", "", *_table(table, EQUAL_STEPS, arms), ""]
         lines += ["Equal wall time:", "", *_table(table, EQUAL_TIME, arms), ""]
-        lines += ["Diagnostics (means over seeds):", "", *_diagnostics(table)]
+        lines += ["Diagnostics (means over seeds):", "", *_diagnostics(table, arms)]
         if optimizer == "sgd":
             lines += ["", "Learning-rate sweep:", "", *_sweep(records, family)]
     path.write_text("\n".join(lines) + "\n")
@@ -187,7 +199,7 @@ def write_analysis(out_dir: Path, command: str) -> None:
     records = load_records(out_dir / "records")
     if not records:
         return
-    grouped = cells(records)
+    grouped = cells(records, load_probes(out_dir / "timing"))
     summary = {f"{f}/{o}": compare(arms) for (f, o), arms in sorted(grouped.items())}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     write_tables(out_dir / "tables.md", grouped, summary, records, command)

@@ -74,6 +74,11 @@ BAD_CHALLENGES = {
     "string colour": (with_train_input([["3"]]), "cell (0, 0) is str '3', not a colour"),
     "float colour": (with_train_input([[1.5]]), "cell (0, 0) is float 1.5, not a colour"),
     "bool colour": (with_train_input([[True]]), "cell (0, 0) is bool True, not a colour"),
+    "bool among colours": (
+        with_train_input([[1, 2], [3, False]]),
+        "cell (1, 1) is bool False, not a colour",
+    ),
+    "colour past a byte": (with_train_input([[1, 300]]), "colour 300 at (0, 1) is outside 0..9"),
     "task not an object": ({"t1": [1, 2]}, "expected an object with 'train' and 'test'"),
     "missing train": ({"t1": {"test": GOOD_TASK["test"]}}, "missing 'train'"),
     "empty test": (

@@ -1,9 +1,11 @@
 """tools/study.py end to end at toy size: a small generated Sudoku family, two arms, two
-seeds, an SGD sweep of two rates, 2 steps per run; then the same command again."""
+seeds, an SGD sweep of two rates, 2 steps per run, 2-step timing probes; then the same
+command again."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,7 @@ def test_study_trains_the_grid_writes_records_tables_and_plots(tmp_path: Path) -
     command = [
         sys.executable, str(ROOT / "tools/study.py"), "--family", "sudoku", "--steps", "2",
         "--seeds", "0,1", "--arms", "sum,iwrm_q_halt_in", "--sgd-lrs", "0.01,0.1",
-        "--sudoku-source", "sudoku:4?train=80&test=6&givens=8",
+        "--sudoku-source", "sudoku:4?train=80&test=6&givens=8", "--probe-steps", "2",
         "--work-dir", str(tmp_path / "work"), "--out-dir", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
@@ -43,6 +45,17 @@ def test_study_trains_the_grid_writes_records_tables_and_plots(tmp_path: Path) -
     assert "| `iwrm_q_halt_in` | 0.1 |" in tables
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sudoku/adam_atan2"]["iwrm_q_halt_in"]["pass@1"]["pairs"] == 2
+    # One probe per arm and optimizer, and the wall-time axis reads them.
+    probes = sorted(p.stem for p in (out / "timing").glob("*.json"))
+    assert probes == [
+        f"sudoku-{optimizer}-{arm}{lr}-probe"
+        for optimizer, lr in (("adam_atan2", ""), ("sgd", "-lr0.01"))
+        for arm in ("iwrm_q_halt_in", "sum")
+    ]
+    probe = json.loads((out / "timing" / "sudoku-adam_atan2-sum-probe.json").read_text())
+    assert len(probe["step_seconds"]) == 2 and probe["seconds_per_step"] == probe["step_seconds"][1]
+    sources = re.findall(r"\d \((probe|runs)\) \|", tables)
+    assert sources == ["probe"] * 2 * 2  # 2 arms x 2 optimizers
     for name in ("sudoku-adam_atan2.png", "sudoku-sgd.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

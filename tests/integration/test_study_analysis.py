@@ -142,6 +142,29 @@ def test_equal_time_uses_the_arms_median_step_time(analysis: ModuleType) -> None
     assert table["jd"]["step s"]["values"] == [2.0, 4.0, 2.0]  # each run's own median
 
 
+def test_equal_time_uses_the_arms_timing_probe_when_there_is_one(
+    analysis: ModuleType, tmp_path: Path
+) -> None:
+    # Every JD run was slowed (3 s/step); its probe, timed on a quiet machine, says 1.5 s:
+    # GD's 4 s then hold 2 JD steps (the step-2 evaluation), not 1 (none yet: 0).
+    runs = []
+    for seed in range(3):
+        evals: list[tuple[int, float, list[str]]] = [(2, 0.1, []), (4, 0.5, [])]
+        runs.append(record("sum", seed, [1.0] * 4, 1.0, evals))
+        runs.append(record("jd", seed, [1.0] * 4, 3.0, evals))
+    probe = {"family": "f", "optimizer": "adam_atan2", "arm": "jd", "seconds_per_step": 1.5}
+    (tmp_path / "f-adam_atan2-jd-probe.json").write_text(json.dumps(probe))
+    probes = analysis.load_probes(tmp_path)
+    assert probes == {("f", "adam_atan2", "jd"): 1.5}
+    table = analysis.compare(analysis.cells(runs, probes)["f", "adam_atan2"])
+    assert table["jd"]["pass@1 at GD time"]["values"] == [0.1, 0.1, 0.1]
+    # `sum` has no probe here: its axis is its runs' 1 s/step.
+    assert [r["step_time_source"] for r in runs] == ["runs", "probe"] * 3
+    # Without the probe, the runs' own 3 s/step: no JD evaluation within GD's 4 s.
+    pooled = analysis.compare(analysis.cells(runs)["f", "adam_atan2"])
+    assert pooled["jd"]["pass@1 at GD time"]["values"] == [0.0, 0.0, 0.0]
+
+
 def test_tables_compare_lm_losses_while_sgd_tuning_reads_the_total_loss(
     analysis: ModuleType, tmp_path: Path
 ) -> None:

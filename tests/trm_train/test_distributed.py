@@ -176,17 +176,46 @@ def _launch(
     return result
 
 
+@pytest.fixture(scope="module")
+def held_out_store(transform_store: Callable[..., Path]) -> Path:
+    return transform_store(
+        tasks=6, shape=(3, 4), transform="flip", seed=1, num_aug=3, held_out=True
+    )
+
+
+@attrs.frozen
+class SumRuns:
+    """`sum` trained 2 steps with an evaluation each step, in one process (`one`) and on
+    two ranks (`two`, through the hooked CLI: its records are in `records`)."""
+
+    one: Path
+    two: Path
+    records: Path
+
+
+@pytest.fixture(scope="module")
+def sum_runs(held_out_store: Path, tmp_path_factory: pytest.TempPathFactory) -> SumRuns:
+    # One pair of runs serves the equality and the evaluation tests: each rank launch costs
+    # seconds of imports on a 2-core machine.
+    root = tmp_path_factory.mktemp("sum-runs")
+    runs = SumRuns(root / "one", root / "two", root / "records")
+    runs.records.mkdir()
+    script = root / "hooked_cli.py"
+    script.write_text(_HOOKED_CLI)
+    evaluate = ["--eval-every", "1"]
+    _train(held_out_store, runs.one, "sum", ranks=1, extra=evaluate)
+    env = {"RECORD_DIR": str(runs.records)}
+    _train(held_out_store, runs.two, "sum", ranks=2, extra=evaluate, script=script, env=env)
+    return runs
+
+
 @pytest.mark.slow
-def test_sum_on_two_ranks_equals_one_process_with_the_whole_batch(
-    store_path: Path, tmp_path: Path
-) -> None:
-    _train(store_path, tmp_path / "one", "sum", ranks=1)
-    _train(store_path, tmp_path / "two", "sum", ranks=2)
-    one, two = load_checkpoint(tmp_path / "one")[1], load_checkpoint(tmp_path / "two")[1]
+def test_sum_on_two_ranks_equals_one_process_with_the_whole_batch(sum_runs: SumRuns) -> None:
+    one, two = load_checkpoint(sum_runs.one)[1], load_checkpoint(sum_runs.two)[1]
     # The same seed builds the same initial weights. Every parameter and the puzzle table
     # must have moved from them (only the fixed buffers did not), or the runs' agreement
     # below would show nothing.
-    model = build_trainer(read_run_config(tmp_path / "one"), Distributed()).model
+    model = build_trainer(read_run_config(sum_runs.one), Distributed()).model
     initial = model.state_dict()
     moved = {key for key, value in one["model"].items() if not torch.equal(value, initial[key])}
     assert moved == {name for name, _ in model.named_parameters()} | {"puzzle_emb"}
@@ -195,19 +224,71 @@ def test_sum_on_two_ranks_equals_one_process_with_the_whole_batch(
     assert len(two["ranks"]) == 2
     # The ranks' updates are averaged, not summed: the gradient, and so its logged norm, is
     # the one process's over the whole batch.
-    norms = [[m["train/grad_norm"] for m in read_metrics(tmp_path / run)] for run in ("one", "two")]
+    runs = (sum_runs.one, sum_runs.two)
+    norms = [[m["train/grad_norm"] for m in read_metrics(run)] for run in runs]
     np.testing.assert_allclose(norms[1], norms[0], rtol=1e-4)
-    losses = [[m["train/loss"] for m in read_metrics(tmp_path / run)] for run in ("one", "two")]
+    losses = [[m["train/loss"] for m in read_metrics(run)] for run in runs]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("split", ["iwrm_q_halt_in", "lm_loss_vs_q_halt_loss"])
-def test_ranks_hold_identical_weights_after_jd_steps(
-    store_path: Path, tmp_path: Path, split: str
+def test_evaluation_during_a_two_rank_run_is_written_once_and_equals_trm_eval(
+    sum_runs: SumRuns, tmp_path: Path
 ) -> None:
-    _train(store_path, tmp_path / "two", split, ranks=2)
-    state = load_checkpoint(tmp_path / "two")[1]
+    run, records = sum_runs.two, sum_runs.records
+    # Rank 0 wrote each evaluation's files, rank 1 none.
+    writes = [json.loads((records / f"eval-writes-rank-{r}.json").read_text()) for r in range(2)]
+    assert writes == [["step-00000001", "step-00000002"], []]
+    assert sorted(p.name for p in (run / "eval").iterdir()) == ["step-00000001", "step-00000002"]
+    # One row a step, each with its evaluation.
+    rows = read_metrics(run)
+    assert [m["step"] for m in rows] == [1, 2]
+    files = run / "eval" / "step-00000002"
+    during = json.loads((files / "metrics.json").read_text())
+    assert {k: rows[-1][f"eval/{k}"] for k in during} == during
+    # trm-eval of the step-2 checkpoint in this one process: the same scores and submission.
+    out = tmp_path / "trm-eval"
+    result = CliRunner().invoke(
+        eval_main,
+        ["--run", str(run), "--out", str(out), "--device", "cpu", "--no-progress"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    alone = json.loads((out / "metrics.json").read_text())
+    assert alone == during
+    assert alone["num_tasks"] == 6 and alone["num_predictions"] == 6 * 4  # 1 + 3 augmentations
+    submissions = [json.loads((f / "submission.json").read_text()) for f in (files, out)]
+    assert submissions[0] == submissions[1]
+
+
+# JD on each rank (iwrm_q_halt_in, UPGrad) with the ACT carry, so that each rank's own
+# carry, generators and aggregator state must come back.
+_RESUMED_SPLIT = "iwrm_q_halt_in"
+
+
+@attrs.frozen
+class JdRun:
+    """`iwrm_q_halt_in` trained 3 steps on two ranks through the hooked CLI: each rank's
+    JD diagnostics of each micro-step are in `records`."""
+
+    run: Path
+    records: Path
+
+
+@pytest.fixture(scope="module")
+def jd_run(store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> JdRun:
+    root = tmp_path_factory.mktemp("jd-run")
+    records = root / "records"
+    records.mkdir()
+    script = root / "hooked_cli.py"
+    script.write_text(_HOOKED_CLI)
+    env = {"RECORD_DIR": str(records)}
+    _train(store_path, root / "run", _RESUMED_SPLIT, ranks=2, steps=3, script=script, env=env)
+    return JdRun(root / "run", records)
+
+
+def _assert_ranks_hold_identical_weights(run: Path) -> None:
+    state = load_checkpoint(run)[1]
     digests = [part["weights_digest"] for part in state["ranks"]]
     assert len(digests) == 2 and digests[0] == digests[1]
     # Each rank kept its own generator and ACT carry.
@@ -216,16 +297,23 @@ def test_ranks_hold_identical_weights_after_jd_steps(
 
 
 @pytest.mark.slow
-def test_logged_jd_diagnostics_are_the_mean_over_ranks(store_path: Path, tmp_path: Path) -> None:
-    script = tmp_path / "hooked_cli.py"
-    script.write_text(_HOOKED_CLI)
-    records = tmp_path / "records"
-    records.mkdir()
-    env = {"RECORD_DIR": str(records)}
-    _train(store_path, tmp_path / "two", "iwrm_q_halt_in", ranks=2, script=script, env=env)
-    per_rank = [json.loads((records / f"rank-{r}.json").read_text()) for r in range(2)]
-    logged = read_metrics(tmp_path / "two")
-    assert [len(p) for p in per_rank] == [2, 2] and len(logged) == 2  # one micro-step a step
+def test_ranks_hold_identical_weights_after_per_sample_jd_steps(jd_run: JdRun) -> None:
+    _assert_ranks_hold_identical_weights(jd_run.run)
+
+
+@pytest.mark.slow
+def test_ranks_hold_identical_weights_after_two_objective_jd_steps(
+    store_path: Path, tmp_path: Path
+) -> None:
+    _train(store_path, tmp_path / "two", "lm_loss_vs_q_halt_loss", ranks=2)
+    _assert_ranks_hold_identical_weights(tmp_path / "two")
+
+
+@pytest.mark.slow
+def test_logged_jd_diagnostics_are_the_mean_over_ranks(jd_run: JdRun) -> None:
+    per_rank = [json.loads((jd_run.records / f"rank-{r}.json").read_text()) for r in range(2)]
+    logged = read_metrics(jd_run.run)
+    assert [len(p) for p in per_rank] == [3, 3] and len(logged) == 3  # one micro-step a step
     differ = set()
     for step, row in enumerate(logged):
         ranks = [p[step] for p in per_rank]
@@ -290,11 +378,6 @@ def test_a_hung_rank_makes_the_others_exit_non_zero_within_the_timeout(
     assert timeout_s <= waited < timeout_s + 30
 
 
-# JD on each rank (iwrm_q_halt_in, UPGrad) with the ACT carry, so that each rank's own
-# carry, generators and aggregator state must come back.
-_RESUMED_SPLIT = "iwrm_q_halt_in"
-
-
 @pytest.fixture(scope="module")
 def two_rank_run_at_step_1(store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-rank run stopped after step 1 (copy it before resuming). Not after step 2:
@@ -309,15 +392,15 @@ def two_rank_run_at_step_1(store_path: Path, tmp_path_factory: pytest.TempPathFa
 
 @pytest.mark.slow
 def test_a_two_rank_run_resumed_on_two_ranks_is_bit_exact(
-    store_path: Path,
+    jd_run: JdRun,
     two_rank_run_at_step_1: Path,
     tmp_path: Path,
     assert_bit_equal: Callable[..., None],
 ) -> None:
-    _train(store_path, tmp_path / "straight", _RESUMED_SPLIT, ranks=2, steps=3)
+    # The straight run went through the hooked CLI, whose hooks only record.
     shutil.copytree(two_rank_run_at_step_1, tmp_path / "resumed")
     _resume(tmp_path / "resumed", ranks=2, steps=3)
-    straight_step, straight = load_checkpoint(tmp_path / "straight")
+    straight_step, straight = load_checkpoint(jd_run.run)
     resumed_step, resumed = load_checkpoint(tmp_path / "resumed")
     assert straight_step == resumed_step == 3
     for key in ("model", "optimizer", "scheduler", "ema", "sampler"):
@@ -326,7 +409,7 @@ def test_a_two_rank_run_resumed_on_two_ranks_is_bit_exact(
     assert len(resumed["ranks"]) == 2
     assert_bit_equal(straight["ranks"], resumed["ranks"], "ranks")
     # The two parts of the resumed run logged the uninterrupted run's figures.
-    logged = [read_metrics(tmp_path / run) for run in ("straight", "resumed")]
+    logged = [read_metrics(run) for run in (jd_run.run, tmp_path / "resumed")]
     assert [[m["step"] for m in rows] for rows in logged] == [[1, 2, 3]] * 2
     for key in ("train/loss", "train/grad_norm", "jd/gramian_mean"):
         assert [m[key] for m in logged[1]] == [m[key] for m in logged[0]], key
@@ -360,56 +443,6 @@ def test_a_two_rank_checkpoint_resumed_on_one_rank_warns_and_trains_on(
     assert all(np.isfinite(m["train/loss"]) for m in rows)
     # One rank now takes the whole global batch of 8 (each of the two took 4).
     assert [m["jd/num_objectives"] for m in rows] == [4, 8, 8]
-
-
-@pytest.fixture(scope="module")
-def held_out_store(transform_store: Callable[..., Path]) -> Path:
-    return transform_store(
-        tasks=6, shape=(3, 4), transform="flip", seed=1, num_aug=3, held_out=True
-    )
-
-
-@pytest.mark.slow
-def test_evaluation_during_a_two_rank_run_is_written_once_and_equals_trm_eval(
-    held_out_store: Path, tmp_path: Path
-) -> None:
-    script = tmp_path / "hooked_cli.py"
-    script.write_text(_HOOKED_CLI)
-    records = tmp_path / "records"
-    records.mkdir()
-    run = tmp_path / "run"
-    _train(
-        held_out_store,
-        run,
-        "sum",
-        ranks=2,
-        extra=["--eval-every", "1"],
-        script=script,
-        env={"RECORD_DIR": str(records)},
-    )
-    # Rank 0 wrote each evaluation's files, rank 1 none.
-    writes = [json.loads((records / f"eval-writes-rank-{r}.json").read_text()) for r in range(2)]
-    assert writes == [["step-00000001", "step-00000002"], []]
-    assert sorted(p.name for p in (run / "eval").iterdir()) == ["step-00000001", "step-00000002"]
-    # One row a step, each with its evaluation.
-    rows = read_metrics(run)
-    assert [m["step"] for m in rows] == [1, 2]
-    files = run / "eval" / "step-00000002"
-    during = json.loads((files / "metrics.json").read_text())
-    assert {k: rows[-1][f"eval/{k}"] for k in during} == during
-    # trm-eval of the step-2 checkpoint in this one process: the same scores and submission.
-    out = tmp_path / "trm-eval"
-    result = CliRunner().invoke(
-        eval_main,
-        ["--run", str(run), "--out", str(out), "--device", "cpu", "--no-progress"],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    alone = json.loads((out / "metrics.json").read_text())
-    assert alone == during
-    assert alone["num_tasks"] == 6 and alone["num_predictions"] == 6 * 4  # 1 + 3 augmentations
-    submissions = [json.loads((f / "submission.json").read_text()) for f in (files, out)]
-    assert submissions[0] == submissions[1]
 
 
 @pytest.mark.slow

@@ -294,11 +294,12 @@ def test_freeze_weights_trains_the_puzzle_embeddings_only(store_path: Path, tmp_
     assert not torch.equal(initial["puzzle_emb"], state["model"]["puzzle_emb"])
 
 
-def test_compile_is_refused_for_splits_that_hook_the_model(
-    store_path: Path, tmp_path: Path
-) -> None:
+def test_compile_refuses_the_autogram_engine(store_path: Path, tmp_path: Path) -> None:
+    """autogram runs the backward under vmap, which compiled regions refuse: refused when
+    the run is built, before anything compiles."""
     config = small_config(store_path, "iwrm_q_halt_in", steps=1, compile=True)
-    with pytest.raises(ValueError, match="--compile needs a split and aggregator"):
+    config = attrs.evolve(config, objective=attrs.evolve(config.objective, engine="autogram"))
+    with pytest.raises(ValueError, match="--compile cannot run the autogram engine"):
         train(config, tmp_path / "run", CPU, progress=False)
 
 
@@ -383,9 +384,11 @@ def _compile_works() -> bool:
 
 @pytest.mark.slow
 def test_a_compiled_run_gives_the_eager_losses(store_path: Path, tmp_path: Path) -> None:
+    """IWRM: the per_sample engine hooks the linear layers, which stay eager between the
+    compiled regions; its JD updates match the eager run's."""
     if not _compile_works():
         pytest.skip("torch.compile does not work on this platform")
-    eager = small_config(store_path, "sum", steps=2)
+    eager = small_config(store_path, "iwrm_q_halt_in", steps=2)
     compiled = attrs.evolve(eager, loop=attrs.evolve(eager.loop, compile=True))
     train(eager, tmp_path / "eager", CPU, progress=False)
     torch._dynamo.reset()
@@ -395,9 +398,13 @@ def test_a_compiled_run_gives_the_eager_losses(store_path: Path, tmp_path: Path)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     runs = [read_metrics(tmp_path / run) for run in ("eager", "compiled")]
     assert [len(metrics) for metrics in runs] == [2, 2]
+    assert {m["jd/engine"] for metrics in runs for m in metrics} == {"per_sample"}
     for key in ("train/loss", "train/lm_loss", "train/halt_loss", "train/grad_norm"):
         values = [[m[key] for m in metrics] for metrics in runs]
         # Fused kernels round differently: equal to float32 tolerance, not bit for bit.
+        np.testing.assert_allclose(values[1], values[0], rtol=1e-4, err_msg=key)
+    for key in ("jd/cosine_to_mean", "jd/gramian_mean"):
+        values = [[m[key] for m in metrics] for metrics in runs]
         np.testing.assert_allclose(values[1], values[0], rtol=1e-4, err_msg=key)
     # Both runs moved their weights the same way (step 2's loss depends on step 1's update).
     eager_state, compiled_state = (

@@ -5,6 +5,7 @@ tasks whose colours have fixed meanings (mazes) the dihedral transforms alone.""
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -13,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from arc_data._sudoku import draw_symmetry
-from arc_data._task import Grid, Task
+from arc_data._task import NUM_COLOURS, Grid, Task
 
 DIHEDRAL_NAMES = (
     "identity",
@@ -28,6 +29,8 @@ DIHEDRAL_NAMES = (
 # Index of the transform that undoes each one.
 DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)
 IDENTITY_PERMUTATION = tuple(range(10))
+# Colours 1..9 by index 0..8: a permutation of 0..8 as one of colours 1..9.
+_SHIFTED_COLOURS = np.arange(1, 10, dtype=np.uint8)
 RETRY_FACTOR = 5
 
 Cell = TypeVar("Cell", bound=np.generic)
@@ -42,26 +45,27 @@ Family = tuple[Candidate, Callable[[np.random.Generator], Candidate], Callable[[
 
 
 def dihedral(grid: npt.NDArray[Cell], transform: int) -> npt.NDArray[Cell]:
-    """One of the 8 symmetries of the square, by index into `DIHEDRAL_NAMES` (a view).
+    """One of the 8 symmetries of the square, by index into `DIHEDRAL_NAMES` (a view);
+    of each grid of a stack `[..., h, w]` alike.
 
     rot90 turns counter-clockwise like `np.rot90`; anti_transpose is `fliplr(rot90(grid))`.
     """
     if transform == 0:
         return grid
     if transform == 1:
-        return grid.T[::-1]
+        return grid.swapaxes(-1, -2)[..., ::-1, :]
     if transform == 2:
-        return grid[::-1, ::-1]
+        return grid[..., ::-1, ::-1]
     if transform == 3:
-        return grid.T[:, ::-1]
+        return grid.swapaxes(-1, -2)[..., ::-1]
     if transform == 4:
-        return grid[:, ::-1]
+        return grid[..., ::-1]
     if transform == 5:
-        return grid[::-1]
+        return grid[..., ::-1, :]
     if transform == 6:
-        return grid.T
+        return grid.swapaxes(-1, -2)
     if transform == 7:
-        return grid.T[::-1, ::-1]
+        return grid.swapaxes(-1, -2)[..., ::-1, ::-1]
     raise ValueError(f"dihedral transform {transform} is not in 0..7")
 
 
@@ -187,12 +191,11 @@ def sample_augmentations(task: Task, num_aug: int, rng: np.random.Generator) -> 
 
 def sample_versions(task: Task, num_aug: int, rng: np.random.Generator) -> Versions:
     """`sample_augmentations` as arrays."""
-    if task.sudoku_box is not None:
-        identity, draw, key = _sudoku_family(task, task.sudoku_box)
-    elif task.fixed_colours:
+    if task.fixed_colours:
         return _dihedral_versions(task, num_aug, rng)
-    else:
-        identity, draw, key = _arc_family(task)
+    if task.sudoku_box is None:
+        return _arc_versions(task, num_aug, rng)
+    identity, draw, key = _sudoku_family(task, task.sudoku_box)
     kept = [identity]
     seen = {key(identity)}
     for _ in range(RETRY_FACTOR * num_aug):
@@ -205,8 +208,6 @@ def sample_versions(task: Task, num_aug: int, rng: np.random.Generator) -> Versi
             kept.append(candidate)
     transforms = np.asarray([c[0] for c in kept], dtype=np.uint8)
     colours = np.stack([c[1] for c in kept])
-    if identity[2] is None:
-        return Versions(transforms, colours)
     return Versions(
         transforms,
         colours,
@@ -215,33 +216,42 @@ def sample_versions(task: Task, num_aug: int, rng: np.random.Generator) -> Versi
     )
 
 
-def _arc_family(task: Task) -> Family:
-    """Identity, draw and content key of ARC augmentations (any dihedral, colours 1..9)."""
-    flat_by_transform, shapes_by_transform = _by_transform(task)
-
-    def draw(rng: np.random.Generator) -> Candidate:
-        transform = int(rng.integers(0, 8))
-        perm = np.concatenate([[0], rng.permutation(9) + 1]).astype(np.uint8)
-        return transform, perm, None, None
-
-    def key(candidate: Candidate) -> bytes:
-        transform, perm = candidate[0], candidate[1]
-        digest = hashlib.blake2b(shapes_by_transform[transform], digest_size=16)
-        digest.update(perm[flat_by_transform[transform]].tobytes())
-        return digest.digest()
-
-    return (0, np.arange(10, dtype=np.uint8), None, None), draw, key
+def _arc_versions(task: Task, num_aug: int, rng: np.random.Generator) -> Versions:
+    """ARC augmentations (any dihedral, colours 1..9), drawn as `sample_versions` draws
+    them; the loop is spelled out (no candidate tuples, colours as bytes) as it runs
+    for every draw of every task."""
+    classes, firsts = _content_classes(task)
+    # The colours of a permutation that tell contents apart under each transform (0
+    # first, which stays 0: a getter of one item would not return a tuple).
+    getters = [operator.itemgetter(0, *colours) for colours in firsts]
+    identity = bytes(range(10))
+    transforms = [0]
+    colours = [identity]
+    seen = {(classes[0], getters[0](identity))}
+    integers, permutation = rng.integers, rng.permutation
+    for _ in range(RETRY_FACTOR * num_aug):
+        if len(transforms) > num_aug:
+            break
+        transform = int(integers(0, 8))
+        perm = b"\0" + _SHIFTED_COLOURS[permutation(9)].tobytes()
+        content = (classes[transform], getters[transform](perm))
+        if content not in seen:
+            seen.add(content)
+            transforms.append(transform)
+            colours.append(perm)
+    return Versions(
+        np.asarray(transforms, dtype=np.uint8),
+        np.frombuffer(b"".join(colours), dtype=np.uint8).reshape(-1, 10).copy(),
+    )
 
 
 def _dihedral_versions(task: Task, num_aug: int, rng: np.random.Generator) -> Versions:
     """The identity and up to `num_aug` of the other 7 dihedral transforms, each tried
     once in random order and kept if it gives new task contents; colours stay."""
-    flat_by_transform, shapes_by_transform = _by_transform(task)
+    classes, firsts = _content_classes(task)
 
     def key(transform: int) -> bytes:
-        digest = hashlib.blake2b(shapes_by_transform[transform], digest_size=16)
-        digest.update(flat_by_transform[transform].tobytes())
-        return digest.digest()
+        return bytes((classes[transform], *firsts[transform]))
 
     kept = [0]
     seen = {key(0)}
@@ -256,18 +266,40 @@ def _dihedral_versions(task: Task, num_aug: int, rng: np.random.Generator) -> Ve
     return Versions(np.asarray(kept, dtype=np.uint8), np.tile(identity, (len(kept), 1)))
 
 
-def _by_transform(task: Task) -> tuple[list[npt.NDArray[np.uint8]], list[bytes]]:
-    """Per dihedral transform, the task's grids transformed and flattened into one array,
-    and the bytes of their shapes."""
-    grids_by_transform = [[dihedral(g, t) for g in task.grids()] for t in range(8)]
-    flat_by_transform = [
-        np.concatenate([g.reshape(-1) for g in grids]) for grids in grids_by_transform
-    ]
-    shapes_by_transform = [
-        np.asarray([g.shape for g in grids], dtype=np.int16).tobytes()
-        for grids in grids_by_transform
-    ]
-    return flat_by_transform, shapes_by_transform
+def _content_classes(task: Task) -> tuple[list[int], list[list[int]]]:
+    """What tells the task's contents apart under each dihedral transform t and colour
+    permutation p, cheaper to compare than the contents themselves.
+
+    Write the task's grids under t as one sequence (and their shapes). A sequence is its
+    pattern (each cell replaced by the rank of its colour in order of first appearance)
+    and that order of colours, `firsts[t]`; a permutation keeps the pattern and permutes
+    the order. So the contents under (t, p) and (t', p') are equal exactly when t and t'
+    give the same shapes and pattern (`classes[t] == classes[t']`, the first transform
+    giving them) and `p[firsts[t]] == p'[firsts[t']]`.
+    """
+    # Grids of one shape are transformed at once. The order of the grids is the same for
+    # every transform, so it does not change which contents are equal.
+    by_shape: dict[tuple[int, ...], list[Grid]] = {}
+    for grid in task.grids():
+        by_shape.setdefault(grid.shape, []).append(grid)
+    stacks = [np.stack(grids) for grids in by_shape.values()]
+    patterns: dict[bytes, int] = {}
+    classes: list[int] = []
+    firsts: list[list[int]] = []
+    for transform in range(len(DIHEDRAL_NAMES)):
+        moved = [dihedral(stack, transform) for stack in stacks]
+        cells = b"".join(m.tobytes() for m in moved)
+        # As bytes: find and translate scan the cells in C, no array built per colour.
+        found = {cells.find(colour): colour for colour in range(NUM_COLOURS)}
+        order = [found[at] for at in sorted(found) if at >= 0]
+        ranks = bytearray(256)
+        for rank, colour in enumerate(order):
+            ranks[colour] = rank
+        # The shapes, then the pattern (bytes 0..9, never the "|" that ends the shapes).
+        shapes = repr([m.shape for m in moved]).encode()
+        classes.append(patterns.setdefault(shapes + b"|" + cells.translate(ranks), transform))
+        firsts.append(order)
+    return classes, firsts
 
 
 def _sudoku_family(task: Task, box: tuple[int, int]) -> Family:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import attrs
@@ -60,6 +61,10 @@ class Task:
 
 def parse_grid(value: Any, where: str) -> Grid:
     """A grid from JSON (a non-empty list of equal-length lists of ints 0..9, at most 30x30)."""
+    grid = _valid_grid(value)
+    if grid is not None:
+        return grid
+    # Something is wrong (or unusual, such as int subclasses): find it cell by cell.
     if not isinstance(value, list) or not value:
         raise ArcDataError(f"{where}: expected a non-empty list of rows, got {_describe(value)}")
     if len(value) > MAX_GRID_SIZE:
@@ -83,6 +88,29 @@ def parse_grid(value: Any, where: str) -> Grid:
     if width > MAX_GRID_SIZE:
         raise ArcDataError(f"{where}: {width} columns, more than {MAX_GRID_SIZE}")
     return np.asarray(value, dtype=np.uint8)
+
+
+def _valid_grid(value: Any) -> Grid | None:
+    """The grid when `value` is a list of lists of plain ints 0..9 of one length, within
+    30 x 30 (what JSON files hold), checked a list at a time rather than a cell at a
+    time; None otherwise."""
+    if type(value) is not list or not 0 < len(value) <= MAX_GRID_SIZE:
+        return None
+    width = len(value[0]) if type(value[0]) is list else 0
+    if not 0 < width <= MAX_GRID_SIZE:
+        return None
+    if any(type(row) is not list or len(row) != width for row in value):
+        return None
+    cells = itertools.chain.from_iterable(value)
+    # Exactly int: bool, an int subclass, must be refused, and bytes() would take it.
+    if set(map(type, cells)) != {int}:
+        return None
+    try:
+        data = bytearray(itertools.chain.from_iterable(value))
+    except ValueError:  # a negative colour, or one past 255
+        return None
+    grid = np.frombuffer(data, dtype=np.uint8).reshape(len(value), width)
+    return grid if int(grid.max()) < NUM_COLOURS else None
 
 
 def parse_task(

@@ -3,68 +3,113 @@ background, and small index arrays."""
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import zarr
-from zarr.codecs import BloscCodec, BloscShuffle
 
 from arc_data._layout import CHUNKS_PER_SHARD, chunk_rows
-
-# Canvases are mostly PAD with a 12-token alphabet: zstd compresses them about 20x
-# (better without byte or bit shuffling, measured) and decodes fast.
-_COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.noshuffle)
+from arc_data._zarr_files import COMPRESSOR, encode_chunk, shard_folder, write_shard
 
 
 class ShardWriter:
-    """Appends rows to a preallocated array, writing whole shards from two alternating
-    buffers: one fills while the other is compressed and written in the background."""
+    """Appends rows to a preallocated array (from its start, up to as many rows as it
+    has), a whole shard at a time: the rows of a shard are compressed and written in the
+    background while the next one fills.
+
+    Appended rows are kept as they come (views, such as the crops of wider canvases) and
+    copied together on `executor`'s threads, chunk by chunk as they are compressed
+    (blosc releases the GIL); for an array of another layout than `token_array` makes,
+    zarr writes each shard from one copy of its rows. At most two shards' rows are held.
+    """
 
     def __init__(self, array: zarr.Array[Any], executor: ThreadPoolExecutor) -> None:
         self._array = array
         self._executor = executor
-        shard_rows = array.shards[0] if array.shards else array.chunks[0]
-        shape = (min(shard_rows, array.shape[0]), *array.shape[1:])
-        self._buffer = np.empty(shape, array.dtype)
-        self._spare = np.empty(shape, array.dtype)
-        self._pending: Future[None] | None = None
+        self._shard_rows = array.shards[0] if array.shards else array.chunks[0]
+        self._width = int(np.prod(array.shape[1:]))
+        self._folder = shard_folder(array)
+        self._parts: list[npt.NDArray[np.uint8]] = []
         self._filled = 0
         self._written = 0
+        self._pending: Callable[[], None] | None = None
 
     def append(self, rows: npt.NDArray[np.uint8]) -> None:
+        """Append `rows` `[n, ...]`, each holding one row of the array in C order. They
+        must not change until written (`close`)."""
         start = 0
         while start < len(rows):
-            take = min(len(rows) - start, len(self._buffer) - self._filled)
-            self._buffer[self._filled : self._filled + take] = rows[start : start + take]
+            take = min(len(rows) - start, self._shard_rows - self._filled)
+            self._parts.append(rows[start : start + take])
             self._filled += take
             start += take
-            if self._filled == len(self._buffer):
+            if self._filled == self._shard_rows:
                 self._flush()
+
+    @property
+    def array(self) -> zarr.Array[Any]:
+        return self._array
+
+    @property
+    def written(self) -> int:
+        """Rows appended, all written once `close` returns."""
+        return self._written
 
     def close(self) -> None:
         self._flush()
         self._wait()
-        if self._written != self._array.shape[0]:
-            raise RuntimeError(f"wrote {self._written} rows into {self._array.shape[0]}")
 
     def _flush(self) -> None:
         if not self._filled:
             return
-        self._wait()  # the spare buffer is free once its write is done
+        self._wait()  # at most one shard in the background
+        parts, self._parts = self._parts, []
         end = self._written + self._filled
-        self._pending = self._executor.submit(
-            self._array.__setitem__, slice(self._written, end), self._buffer[: self._filled]
-        )
+        if self._folder is None:
+            rows = np.concatenate([p.reshape(len(p), self._width) for p in parts])
+            written = self._executor.submit(
+                self._array.__setitem__, slice(self._written, end), rows
+            )
+            self._pending = written.result
+        else:
+            # Every flush but the last fills a whole shard, so it starts one.
+            shard = self._written // self._shard_rows
+            path = self._folder / self._array.metadata.encode_chunk_key((shard, 0))
+            chunk = self._array.chunks[0]
+            encoded = [
+                self._executor.submit(encode_chunk, chunk_parts, chunk, self._width)
+                for chunk_parts in _split(parts, chunk)
+            ]
+            self._pending = functools.partial(write_shard, path, encoded)
         self._written = end
         self._filled = 0
-        self._buffer, self._spare = self._spare, self._buffer
 
     def _wait(self) -> None:
         if self._pending is not None:
-            self._pending.result()
-            self._pending = None
+            pending, self._pending = self._pending, None
+            pending()
+
+
+def _split(parts: list[npt.NDArray[np.uint8]], size: int) -> list[list[npt.NDArray[np.uint8]]]:
+    """The rows of `parts` in consecutive groups of `size` rows (the last maybe fewer),
+    each group as slices of the parts."""
+    groups: list[list[npt.NDArray[np.uint8]]] = [[]]
+    room = size
+    for part in parts:
+        start = 0
+        while start < len(part):
+            if room == 0:
+                groups.append([])
+                room = size
+            take = min(room, len(part) - start)
+            groups[-1].append(part[start : start + take])
+            room -= take
+            start += take
+    return groups if groups[0] else []
 
 
 def token_array(root: zarr.Group, name: str, rows: int, seq_len: int) -> zarr.Array[Any]:
@@ -75,7 +120,7 @@ def token_array(root: zarr.Group, name: str, rows: int, seq_len: int) -> zarr.Ar
         dtype=np.uint8,
         chunks=(chunk, seq_len),
         shards=(chunk * CHUNKS_PER_SHARD, seq_len),
-        compressors=_COMPRESSOR,
+        compressors=COMPRESSOR,
         fill_value=0,
     )
 
@@ -86,7 +131,7 @@ def small_array(root: zarr.Group, name: str, values: npt.NDArray[Any]) -> None:
         shape=values.shape,
         dtype=values.dtype,
         chunks=(max(1, min(len(values), 1 << 20)), *values.shape[1:]),
-        compressors=_COMPRESSOR,
+        compressors=COMPRESSOR,
         fill_value=0,
     )
     if values.size:

@@ -145,9 +145,17 @@ class JacobianDescent:
     @property
     def uses_hooks(self) -> bool:
         """Whether `record()` hooks the model's modules (the `per_sample` or `autogram`
-        engine may run). A model compiled whole bypasses module hooks: compile it only when
-        this is False."""
+        engine may run). A model compiled whole bypasses module hooks: compile it whole only
+        when this is False; compiling only what lies between its `nn.Linear` /
+        `nn.Embedding` leaves keeps the hooks `per_sample` needs (see `hooked_engines`)."""
         return bool(self._dispatch.hooks)
+
+    @property
+    def hooked_engines(self) -> frozenset[str]:
+        """The engines whose hooks `record()` installs: `per_sample`, `autogram` or none.
+        `autogram` runs the model's backward under `vmap`, which torch refuses for compiled
+        backward functions: it needs a model with no compiled part."""
+        return self._dispatch.hooks
 
     @contextmanager
     def record(self) -> Iterator[None]:

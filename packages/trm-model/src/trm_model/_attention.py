@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -39,6 +41,25 @@ def _math_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return torch.softmax(scores.float(), dim=-1).to(v.dtype) @ v
 
 
+def attention_core(
+    qkv: Tensor, rope: Rope | None, num_heads: int, kernel: AttentionKernel
+) -> Tensor:
+    """From the fused ``[B, S, 3 * width]`` projections to the attended ``[B, S, width]``:
+    rotary on q and k, then attention. Everything between the two linear layers, as one
+    function so that `TRM.compile_regions` can compile it."""
+    batch, length, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    q, k, v = qkv.view(batch, length, 3, num_heads, -1).unbind(dim=2)
+    if rope is not None:
+        q, k = apply_rotary(q, rope), apply_rotary(k, rope)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    attend = F.scaled_dot_product_attention if kernel == "sdpa" else _math_attention
+    out: Tensor = attend(q, k, v)
+    return out.transpose(1, 2).reshape(batch, length, width)
+
+
+AttentionCore = Callable[[Tensor, Rope | None, int, AttentionKernel], Tensor]
+
+
 class Attention(nn.Module):
     """Self-attention with a fused q/k/v projection (q rows, then k, then v) and no biases."""
 
@@ -48,17 +69,10 @@ class Attention(nn.Module):
         self.kernel = kernel
         self.qkv_proj = CastedLinear(hidden_size, 3 * hidden_size, bias=False)
         self.o_proj = CastedLinear(hidden_size, hidden_size, bias=False)
+        # A plain function attribute: `TRM.compile_regions` swaps in its compiled version.
+        self.core: AttentionCore = attention_core
 
     def forward(self, x: Tensor, rope: Rope | None) -> Tensor:
-        batch, length, width = x.shape
         qkv: Tensor = self.qkv_proj(x)
-        q, k, v = qkv.view(batch, length, 3, self.num_heads, -1).unbind(dim=2)
-        if rope is not None:
-            q, k = apply_rotary(q, rope), apply_rotary(k, rope)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        if self.kernel == "sdpa":
-            out = F.scaled_dot_product_attention(q, k, v)
-        else:
-            out = _math_attention(q, k, v)
-        projected: Tensor = self.o_proj(out.transpose(1, 2).reshape(batch, length, width))
+        projected: Tensor = self.o_proj(self.core(qkv, rope, self.num_heads, self.kernel))
         return projected

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from ._attention import Attention, Rope
 from ._config import TRMConfig
-from ._layers import SwiGLU, dropout, rms_norm
+from ._layers import SwiGLU, add_rms_norm, dropout
 
 
 class Block(nn.Module):
@@ -31,6 +33,8 @@ class Block(nn.Module):
         # (as in the reference) runs over the position axis.
         self.mlp_t = SwiGLU(config.total_seq_len, config.expansion) if config.mlp_t else None
         self.mlp = SwiGLU(config.hidden_size, config.expansion)
+        # A plain function attribute: `TRM.compile_regions` swaps in its compiled version.
+        self.add_norm: Callable[[Tensor, Tensor, float], Tensor] = add_rms_norm
 
     def _drop(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         if not self.training or self.dropout_p == 0.0:
@@ -41,11 +45,11 @@ class Block(nn.Module):
     def forward(self, h: Tensor, rope: Rope | None, generator: torch.Generator | None) -> Tensor:
         if self.mlp_t is not None:
             h_t = h.transpose(1, 2)
-            h = rms_norm(h_t + self.mlp_t(h_t), self.eps).transpose(1, 2)
+            h = self.add_norm(h_t, self.mlp_t(h_t), self.eps).transpose(1, 2)
         else:
             assert self.self_attn is not None
-            h = rms_norm(h + self.self_attn(h, rope), self.eps)
-        return self._drop(rms_norm(h + self.mlp(h), self.eps), generator)
+            h = self.add_norm(h, self.self_attn(h, rope), self.eps)
+        return self._drop(self.add_norm(h, self.mlp(h), self.eps), generator)
 
 
 class BlockStack(nn.Module):

@@ -9,6 +9,7 @@ tensors. Parameters stay float32; the forward casts them to the activations' dty
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -81,11 +82,18 @@ class SwiGLU(nn.Module):
         inner = swiglu_width(width, expansion)
         self.gate_up_proj = CastedLinear(width, 2 * inner, bias=False)
         self.down_proj = CastedLinear(inner, width, bias=False)
+        # A plain function attribute: `TRM.compile_regions` swaps in its compiled version.
+        self.activation: Callable[[Tensor], Tensor] = swiglu_activation
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        out: Tensor = self.down_proj(F.silu(gate) * up)
+        out: Tensor = self.down_proj(self.activation(self.gate_up_proj(x)))
         return out
+
+
+def swiglu_activation(gate_up: Tensor) -> Tensor:
+    """``silu(gate) * up`` from the fused projection (gate first)."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
 
 
 def rms_norm(x: Tensor, eps: float) -> Tensor:
@@ -93,6 +101,11 @@ def rms_norm(x: Tensor, eps: float) -> Tensor:
     x32 = x.float()
     x32 = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)
     return x32.to(x.dtype)
+
+
+def add_rms_norm(x: Tensor, update: Tensor, eps: float) -> Tensor:
+    """``rms_norm(x + update)``: a residual connection and its post-norm."""
+    return rms_norm(x + update, eps)
 
 
 def dropout(x: Tensor, p: float, generator: torch.Generator) -> Tensor:

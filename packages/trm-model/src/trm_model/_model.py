@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ._attention import Rope, rotary_cos_sin
 from ._blocks import BlockStack
+from ._compile import compile_regions
 from ._config import TRMConfig
 from ._halting import adaptive_halting, next_halted, q_continue_target
 from ._layers import CastedEmbedding, CastedLinear, trunc_normal_
@@ -119,6 +120,22 @@ class TRM(nn.Module):
                 self.q_head.bias.fill_(-5.0)
             if self.puzzle_emb is not None:
                 self.puzzle_emb.zero_()
+
+    def compile_regions(self, *, mode: str | None = None, dynamic: bool | None = None) -> None:
+        """Compile, in place, what every block computes between its linear layers: the
+        attention core (rotary, attention), the residual + RMS norms and the SwiGLU
+        activation, each ``torch.compile(fn, fullgraph=True, mode=mode, dynamic=dynamic)``
+        shared by all blocks and compiled at its first call.
+
+        Every ``nn.Linear`` / ``nn.Embedding`` leaf still runs eagerly, so forward hooks on
+        them fire and their outputs stay tensors of the autograd graph: jd-splits'
+        ``per_sample`` engine works, and so do the engines that backpropagate several
+        times (``autojac``, ``sequential``). torchjd's autogram does not: it vmaps the
+        backward, which torch refuses for compiled backward functions. Sets
+        ``torch._functorch.config.donated_buffer = False`` for the process: a compiled
+        backward that reuses its saved activations' memory refuses a second pass.
+        """
+        compile_regions(self, mode=mode, dynamic=dynamic)
 
     def initial_carry(self, batch: Batch) -> Carry:
         """A carry shaped like ``batch`` whose slots are all empty (halted)."""

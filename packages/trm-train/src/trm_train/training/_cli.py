@@ -133,7 +133,9 @@ from ._loop import TrainingError, prepare_deterministic, train
     "compile_",
     is_flag=True,
     default=None,
-    help="torch.compile the model (single-objective splits only: JD hooks modules).",
+    help="Compile the blocks' code between their linear layers (torch.compile, regions "
+    "only, so the JD engines' hooks on the linear layers still fire): any split and "
+    "engine but --engine autogram.",
 )
 @click.option(
     "--deterministic",

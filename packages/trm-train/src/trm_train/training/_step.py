@@ -139,7 +139,7 @@ def _micro_step(
     with trainer.jd.record():
         outputs = []
         for _ in range(unrolled):
-            out = trainer.forward(carry, rows, generator=trainer.generator)
+            out = model(carry, rows, generator=trainer.generator)
             outputs.append(out)
             carry = out.carry
         objectives = trainer.split.objectives([o.losses for o in outputs], step=objective_step)

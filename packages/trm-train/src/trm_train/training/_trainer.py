@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -43,8 +42,6 @@ class Trainer:
     sampler: arc_data.TrainSampler
     generator: torch.Generator
     failure_weights: FailureWeights | None
-    # The model's forward, compiled with `--compile`.
-    forward: Callable[..., trm_model.StepOutput]
     step: int = 0
     carry: trm_model.Carry | None = None
 
