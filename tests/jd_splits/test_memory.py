@@ -28,9 +28,10 @@ from jd_splits import (
 if TYPE_CHECKING:
     from tests.jd_splits.conftest import Batch, ModelFactory, TinyRecursive
 
-# Long enough that one pass's output gradients outweigh the Jacobian, as at full scale;
-# LONG for aggregators that need the Jacobian itself, whose copies of it weigh more.
-LENGTH, LONG, BATCH = 24, 64, 8
+# Long enough that one pass's output gradients outweigh the Jacobian, as at full scale.
+# SHORT: so short that the Jacobian outweighs every pass's output gradients (streaming pays);
+# LONGEST: the backward's in-flight gradients outweigh the Jacobian's copies.
+LENGTH, SHORT, LONGEST, BATCH = 24, 2, 96, 8
 
 
 def grads(model: nn.Module, batch: Batch) -> list[Tensor]:
@@ -60,15 +61,19 @@ def make_jd(
     )
 
 
-def by_hand(model: TinyRecursive, batch: Batch, split: Split) -> tuple[int, int]:
-    """The Jacobian's bytes (parameters and extra rows, one row per base objective) and
-    one backward pass's output-gradient bytes (every grad-enabled Linear / Embedding output
-    and the extra rows), counted with plain forward hooks."""
+def by_hand(model: TinyRecursive, batch: Batch, split: Split) -> tuple[int, int, int]:
+    """The Jacobian's bytes (parameters and extra rows, one row per base objective), one
+    backward pass's output-gradient bytes (every grad-enabled Linear / Embedding output
+    and the extra rows), counted with plain forward hooks, and what a per_sample pass
+    keeps of them: the token embedding's (nothing recorded upstream of it) and the rows."""
     sizes: list[int] = []
+    embedding: list[int] = []
 
     def hook(module: nn.Module, args: Any, output: Tensor) -> None:
         if output.requires_grad:
             sizes.append(output.numel() * output.element_size())
+            if isinstance(module, nn.Embedding):
+                embedding.append(sizes[-1])
 
     leaves = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Embedding)]
     handles = [m.register_forward_hook(hook) for m in leaves]
@@ -79,15 +84,23 @@ def by_hand(model: TinyRecursive, batch: Batch, split: Split) -> tuple[int, int]
             handle.remove()
     rows = batch.rows.numel() * batch.rows.element_size()
     row = sum(p.numel() * p.element_size() for p in model.parameters()) + rows
-    return objectives.base_count * row, sum(sizes) + rows
+    return objectives.base_count * row, sum(sizes) + rows, sum(embedding) + rows
 
 
-# (split, aggregator, sequence length, the engine it falls back to when the Jacobian fits
-# the budget but not with one pass's output gradients)
+def per_sample_estimate(model: TinyRecursive, batch: Batch, split: Split, aggregator: str) -> int:
+    """per_sample's estimate for a first (checked) step, from a roomy budget."""
+    jd = make_jd(model, split, aggregator, 1 << 40)
+    step(jd, model, batch, split)
+    assert jd.memory_plan is not None and jd.memory_plan.engine == "per_sample"
+    return jd.memory_plan.estimates["per_sample"]
+
+
+# (split, aggregator, sequence length, the engine it falls back to when per_sample's
+# estimate is a byte over the budget)
 FALLBACKS = [
-    ("iwrm_q_halt_in", "upgrad", LENGTH, "per_sample_streamed"),
-    ("iwrm_q_halt_in", "dualproj", LENGTH, "per_sample_streamed"),
-    ("iwrm_q_halt_in", "config", LONG, "autojac"),
+    ("iwrm_q_halt_in", "upgrad", SHORT, "per_sample_streamed"),
+    ("iwrm_q_halt_in", "dualproj", SHORT, "per_sample_streamed"),
+    ("iwrm_q_halt_in", "config", LONGEST, "autojac"),
 ]
 
 
@@ -97,18 +110,17 @@ def test_output_gradients_count_and_the_fallback_changes_nothing(
 ) -> None:
     model, batch = tiny_model(batch=BATCH, length=length)
     split = get_split(name)
-    jacobian, outputs = by_hand(model, batch, split)
-    assert outputs > jacobian  # the term the Jacobian-only budget missed
-    step(make_jd(model, split, aggregator, 1 << 40), model, batch, split)
+    jacobian, outputs, requested = by_hand(model, batch, split)
+    estimate = per_sample_estimate(model, batch, split, aggregator)
     expected = grads(model, batch)
-    # Fits the Jacobian alone (which used to be enough for per_sample), not with one pass's
-    # output gradients on top.
-    jd = make_jd(model, split, aggregator, jacobian + outputs - 1)
+    jd = make_jd(model, split, aggregator, estimate - 1)
     diagnostics = step(jd, model, batch, split)
     plan = jd.memory_plan
     assert plan is not None and plan.sizes.jacobian == jacobian
-    assert plan.sizes.output_gradients == outputs
-    assert plan.estimates["per_sample"] >= jacobian + outputs > plan.budget
+    # The streamed path keeps every output gradient of every pass, per_sample only those
+    # it asks autograd for.
+    assert (plan.sizes.output_gradients, plan.sizes.requested_gradients) == (outputs, requested)
+    assert plan.estimates["per_sample"] == estimate > plan.budget
     assert (diagnostics.engine, plan.engine, plan.fits, plan.fallback) == (
         fallback,
         fallback,
@@ -141,15 +153,18 @@ def test_nothing_fits_takes_the_smallest_estimate(
 def test_the_plan_is_logged_once_per_instance(
     tiny_model: ModelFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    model, batch = tiny_model(batch=BATCH, length=LENGTH)
+    model, batch = tiny_model(batch=BATCH, length=SHORT)
     split = get_split("iwrm_q_halt_in")
+    budget = per_sample_estimate(model, batch, split, "upgrad") - 1
     with caplog.at_level(logging.INFO, logger="jd_splits"):
         roomy = make_jd(model, split, "upgrad", 1 << 40)
         for _ in range(3):
             assert step(roomy, model, batch, split).engine == "per_sample"
-        tight = make_jd(model, split, "upgrad", sum(by_hand(model, batch, split)) - 1)
-        for _ in range(2):
-            assert step(tight, model, batch, split).engine == "per_sample_streamed"
+        # The checked first step holds the parameters' gradients too: a byte short of its
+        # estimate, it streams; the next steps fit, and run per_sample.
+        tight = make_jd(model, split, "upgrad", budget)
+        engines = [step(tight, model, batch, split).engine for _ in range(2)]
+        assert engines == ["per_sample_streamed", "per_sample"]
     messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "jd_splits"]
     assert len(messages) == 2
     (first_level, first), (second_level, second) = messages
@@ -165,8 +180,13 @@ def test_explicit_per_sample_refuses_a_whole_jacobian_past_the_budget(
 ) -> None:
     model, batch = tiny_model(batch=BATCH, length=LENGTH)
     split = get_split("iwrm_q_halt_in")
-    jacobian, outputs = by_hand(model, batch, split)
-    jd = make_jd(model, split, "config", jacobian + outputs - 1, engine="per_sample")
+    jd = make_jd(
+        model,
+        split,
+        "config",
+        per_sample_estimate(model, batch, split, "config") - 1,
+        engine="per_sample",
+    )
     with pytest.raises(MemoryError, match="needs the Jacobian whole"):
         step(jd, model, batch, split)
 
@@ -185,6 +205,9 @@ def test_estimate_of_a_linear_model_by_hand() -> None:
     f64 = 8
     params = (3 * 5 + 5) + (5 * 2 + 2)
     outputs = 4 * 5 + 4 * 2  # one gradient per output element, all returned at once
+    # Hooked passes ask for the first Linear's output gradient only (nothing recorded lies
+    # upstream of it); the second one's becomes rows in a hook.
+    requested = 4 * 5
     # Largest per-call temporary: the first Linear's input and output copies plus one
     # weight gradient (with bias) per sample.
     work = (4 * 3 + 4 * 5) * f64 + 4 * (3 * 5 + 5) * f64
@@ -194,6 +217,7 @@ def test_estimate_of_a_linear_model_by_hand() -> None:
         aggregator=0,
         module_jacobian=4 * (3 * 5 + 5) * f64,
         output_gradients=outputs * f64,
+        requested_gradients=requested * f64,
         blocks=1,
         passes=1,
         cotangents=4 * f64,
@@ -202,8 +226,11 @@ def test_estimate_of_a_linear_model_by_hand() -> None:
         # Twice the largest activation: the first Linear's output (the ReLU saves it).
         in_flight=2 * 4 * 5 * f64,
     )
+    # A pass keeps the first Linear's output gradient, and holds in-flight gradients while
+    # a hook makes rows.
+    in_flight = 2 * 4 * 5 * f64
     assert plan.estimates == {
-        "per_sample": (4 * params + outputs + params + 4) * f64 + work,
+        "per_sample": (4 * params + requested + params + 4) * f64 + in_flight + work,
         "per_sample_streamed": (outputs + 4 * (3 * 5 + 5) + params + 4) * f64 + work,
         # torchjd's jac: the rows' chunks and their concatenation, one backward at a time.
         "autojac": (2 * 4 * params + 4 + 2 * 4 * 5) * f64,
@@ -288,9 +315,9 @@ def _peak_allocated(backward: Callable[[], Diagnostics]) -> tuple[Diagnostics, i
         ("iwrm_q_halt_in", "upgrad", LENGTH, 1 << 40, "per_sample"),
         ("iwrm_q_halt_out", "upgrad", LENGTH, 1 << 40, "per_sample"),
         ("pixelwise_q_halt_in", "upgrad", LENGTH, 1 << 40, "per_sample"),
-        ("iwrm_q_halt_in", "upgrad", LENGTH, -1, "per_sample_streamed"),
+        ("iwrm_q_halt_in", "upgrad", SHORT, -1, "per_sample_streamed"),
         ("iwrm_q_halt_in", "config", LENGTH, 1 << 40, "per_sample"),
-        ("iwrm_q_halt_in", "config", LONG, -1, "autojac"),
+        ("iwrm_q_halt_in", "config", LONGEST, -1, "autojac"),
     ],
 )
 def test_estimate_against_the_allocated_peak(
@@ -302,12 +329,11 @@ def test_estimate_against_the_allocated_peak(
     tiny_model: ModelFactory,
 ) -> None:
     """The estimate is at least the peak the step really allocates (the point of a plan),
-    and not far above it. A budget of -1 means: the Jacobian plus one pass's output
-    gradients, less a byte."""
+    and not far above it. A budget of -1 means: per_sample's estimate, less a byte."""
     model, batch = tiny_model(batch=BATCH, length=length)
     split = get_split(name)
     if budget == -1:
-        budget = sum(by_hand(model, batch, split)) - 1
+        budget = per_sample_estimate(model, batch, split, aggregator) - 1
     jd = make_jd(model, split, aggregator, budget)
     with jd.record():
         objectives = split.objectives([model(batch.tokens, batch.labels, batch.rows)])
@@ -317,4 +343,27 @@ def test_estimate_against_the_allocated_peak(
     plan: MemoryPlan | None = jd.memory_plan
     assert plan is not None and diagnostics.engine == plan.engine == expected
     estimate = plan.estimates[plan.engine]
+    assert peak <= estimate <= 2 * peak, (estimate, peak)
+
+
+@pytest.mark.parametrize("name", ["iwrm_q_halt_in", "pixelwise_q_halt_in"])
+def test_estimate_of_a_hooked_step_against_the_allocated_peak(
+    name: str, tiny_model: ModelFactory
+) -> None:
+    """After the checked first step, the passes make the rows in hooks and keep only the
+    requested output gradients: the estimate still bounds the peak, and closely."""
+    model, batch = tiny_model(batch=BATCH, length=LENGTH)
+    split = get_split(name)
+    jd = make_jd(model, split, "upgrad", 1 << 40)
+    step(jd, model, batch, split)
+    with jd.record():
+        objectives = split.objectives([model(batch.tokens, batch.labels, batch.rows)])
+        diagnostics, peak = _peak_allocated(
+            lambda: jd.backward(objectives, extra_inputs=[batch.rows])
+        )
+    plan = jd.memory_plan
+    assert plan is not None and diagnostics.engine == plan.engine == "per_sample"
+    sizes = plan.sizes
+    assert sizes.verify == 0 and 0 < sizes.requested_gradients < sizes.output_gradients
+    estimate = plan.estimates["per_sample"]
     assert peak <= estimate <= 2 * peak, (estimate, peak)

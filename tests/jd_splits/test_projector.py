@@ -10,7 +10,7 @@ from torch import Tensor
 from torchjd.aggregation import UPGrad
 from torchjd.linalg import PSDMatrix, QuadprogProjector
 
-from jd_splits import BatchedDualConeProjector
+from jd_splits import BatchedDualConeProjector, _projector
 
 F64 = torch.float64
 
@@ -131,3 +131,40 @@ def test_rejects_bad_input() -> None:
         BatchedDualConeProjector()(torch.ones(2), torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))
     with pytest.raises(ValueError, match="tolerance"):
         BatchedDualConeProjector(tolerance=0)
+
+
+@pytest.mark.parametrize("m", [32, 64, 100])
+@pytest.mark.parametrize("shift", [0.1, 0.3])
+def test_iwrm_sized_conflicts_match_quadprog(m: int, shift: float) -> None:
+    """Gramians like IWRM's in training (a shared direction, some conflicting pairs): the
+    first guess, the direct polish and, at m = 100, free sets past the direct limit."""
+    g = torch.Generator().manual_seed(m)
+    J = torch.randn(m, 3 * m, generator=g, dtype=F64) + shift * torch.randn(
+        1, 3 * m, generator=g, dtype=F64
+    )
+    G = J @ J.T
+    assert 0 < float((G < 0).double().mean()) < 0.5
+    assert_matches_quadprog(torch.eye(m, dtype=F64) / m, G)
+
+
+def test_without_conflicts_the_vectors_are_their_own_projection() -> None:
+    """`Q u >= 0` for every row: `v = u` is optimal and certified at once."""
+    J = torch.rand(12, 30, generator=torch.Generator().manual_seed(5), dtype=F64)
+    U = torch.eye(12, dtype=F64) / 12
+    torch.testing.assert_close(BatchedDualConeProjector()(U, J @ J.T), U, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("m", [5, 40])
+def test_direct_and_conjugate_gradient_free_set_solves_agree(m: int) -> None:
+    g = torch.Generator().manual_seed(m)
+    J = torch.randn(m, 2 * m, generator=g, dtype=F64)
+    q = J @ J.T / m + 1e-3 * torch.eye(m, dtype=F64)
+    start = torch.randn(7, m, generator=g, dtype=F64)
+    free = torch.rand(7, m, generator=g) < 0.5
+    free[0] = False  # a row with nothing free keeps its start
+    direct = _projector._solve_free_blocks(q, start, free)
+    iterated = _projector._conjugate_gradients(q, start, free)
+    torch.testing.assert_close(direct, iterated, rtol=1e-7, atol=1e-9)
+    assert torch.equal(direct[~free], start[~free])
+    # The free coordinates solve Q_FF y_F = -Q_FA y_A: the gradient vanishes on them.
+    assert float(((direct @ q) * free).abs().max()) < 1e-9

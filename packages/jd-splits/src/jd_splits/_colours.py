@@ -16,12 +16,24 @@ from ._objective_set import ObjectiveBlock, ObjectiveSet
 class Colour:
     """One backward pass: the cotangent of a block's atoms and, per sample, the base
     objective its gradient belongs to (-1: none). `single` is set when every sample feeds
-    the same base objective, so per-sample gradients need not be separated."""
+    the same base objective, so per-sample gradients need not be separated.
+
+    Otherwise `live` lists the samples that feed an objective (None: all of them) and
+    `start` is set when their objectives are `start, start + 1, ...` in sample order (as
+    in IWRM): the pass's per-sample rows are then a slice of the Jacobian, filled in place
+    rather than gathered and scattered. Both are worked out once per pass, not per call."""
 
     block: ObjectiveBlock
     cotangent: Tensor
     owner: Tensor
     single: int | None
+    live: Tensor | None = None
+    start: int | None = None
+
+    @property
+    def live_owner(self) -> Tensor:
+        """The objective of each live sample (the samples `live` lists, or all)."""
+        return self.owner if self.live is None else self.owner[self.live]
 
 
 def colours(objectives: ObjectiveSet) -> list[Colour]:
@@ -49,9 +61,21 @@ def colours(objectives: ObjectiveSet) -> list[Colour]:
             chosen = rank == colour
             owner[pair_sample[chosen]] = pairs[chosen] % m
             distinct = torch.unique(owner[owner >= 0])
-            single = int(distinct[0]) if distinct.numel() == 1 else None
-            result.append(Colour(block, cotangent, owner, single))
+            if distinct.numel() == 1:
+                result.append(Colour(block, cotangent, owner, int(distinct[0])))
+            else:
+                result.append(Colour(block, cotangent, owner, None, *_layout(owner)))
     return result
+
+
+def _layout(owner: Tensor) -> tuple[Tensor | None, int | None]:
+    """`Colour.live` and `Colour.start` of a pass whose samples feed several objectives."""
+    feeding = owner >= 0
+    live = None if bool(feeding.all()) else feeding.nonzero().squeeze(1)
+    owners = owner if live is None else owner[live]
+    first = int(owners[0])
+    steps = torch.arange(first, first + owners.numel(), device=owner.device)
+    return live, first if bool((owners == steps).all()) else None
 
 
 def passes_per_block(objectives: ObjectiveSet) -> list[int]:

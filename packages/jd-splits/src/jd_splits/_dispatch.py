@@ -4,6 +4,7 @@ model, the engine (and its memory) once per step."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import partial
 
 import torch
@@ -14,10 +15,11 @@ from . import _engines
 from ._aggregate import Aggregation, aggregate_jacobian, weights_from_gramian
 from ._aggregators import Aggregator, fixed_weights, gramian_weighting, has_fixed_weights
 from ._diagnostics import empty_statistics, gramian_statistics
-from ._memory import MemoryPlan, measure, plan
+from ._hooked import requested_calls
+from ._memory import MemoryPlan, largest_saved, measure, plan
 from ._objective_set import ObjectiveSet
 from ._per_sample import per_sample_jacobians
-from ._recording import CallRecorder, per_sample_problems
+from ._recording import Call, CallRecorder, per_sample_problems
 from ._split import Split
 from ._streamed import per_sample_streamed
 
@@ -82,6 +84,9 @@ class Dispatch:
         self.memory_plan: MemoryPlan | None = None
         self._plan_reported = False
         self._verified = False
+        # The largest activation the forward saved, read from the autograd graph (a walk of
+        # every node: about 1% of a tiny TRM's step), and the shapes it was read for.
+        self._saved: tuple[tuple[object, ...], int] | None = None
 
     def attach(self) -> None:
         if "autogram" in self.hooks:
@@ -107,15 +112,18 @@ class Dispatch:
         if m == 1:
             return "plain", _engines.plain(objectives, params, extras)
         engine = self._engine
+        requested: list[int] | None = None
         if engine == "auto":
             weights = fixed_weights(self._aggregator, m, objectives.values)
             if weights is not None:
                 return "weighted", _engines.weighted(objectives, weights, params, extras)
-            engine = self._choose(objectives, extras)
+            engine, requested = self._choose(objectives, extras)
         elif engine == "per_sample":
-            engine = self._plan(objectives, extras, allow_autojac=False).engine
+            chosen, requested = self._plan(objectives, extras, allow_autojac=False)
+            engine = chosen.engine
         if engine in ("per_sample", "per_sample_streamed"):
-            return engine, self._per_sample(objectives, extras, whole=engine == "per_sample")
+            whole = engine == "per_sample"
+            return engine, self._per_sample(objectives, extras, requested, whole=whole)
         if engine == "autogram":
             if self._gramian_engine is None:
                 raise RuntimeError("the autogram engine was not planned for this JacobianDescent")
@@ -138,14 +146,19 @@ class Dispatch:
         )
 
     def _per_sample(
-        self, objectives: ObjectiveSet, extras: list[Tensor], *, whole: bool
+        self,
+        objectives: ObjectiveSet,
+        extras: list[Tensor],
+        requested: list[int] | None,
+        *,
+        whole: bool,
     ) -> Aggregation:
         if self._recorder is None:
             raise RuntimeError("the per_sample engine was not planned for this JacobianDescent")
         params, calls, verify = self._params, self._recorder.calls, not self._verified
         if whole:
             jac_params, jac_extras = per_sample_jacobians(
-                objectives, calls, params, extras, verify=verify
+                objectives, calls, params, extras, verify=verify, requested=requested
             )
             self._verified = True
             return aggregate_jacobian(
@@ -163,27 +176,48 @@ class Dispatch:
         self._verified = True
         return Aggregation(updates, extra_updates, gramian_statistics(gramian, weights))
 
-    def _choose(self, objectives: ObjectiveSet, extras: list[Tensor]) -> str:
+    def _choose(
+        self, objectives: ObjectiveSet, extras: list[Tensor]
+    ) -> tuple[str, list[int] | None]:
+        """The engine `auto` runs, with the requested calls of the per_sample engine."""
         if objectives.structured and self._recorder is not None:
-            return self._plan(objectives, extras, allow_autojac=True).engine
+            chosen, requested = self._plan(objectives, extras, allow_autojac=True)
+            return chosen.engine, requested
         if objectives.structured and self._gramian_engine is not None:
-            return "autogram"
-        return "autojac"
+            return "autogram", None
+        return "autojac", None
+
+    def _largest_saved(self, objectives: ObjectiveSet, calls: Sequence[Call]) -> int:
+        """`largest_saved` of this step's graph, read again only when the shapes of the
+        recorded calls or of the atoms differ from those it was last read for: the same
+        shapes come from the same forward, whose graph saves the same activations."""
+        shapes = (
+            *((tuple(c.output.shape), c.output.dtype) for c in calls),
+            *((tuple(b.atoms.shape), b.atoms.dtype) for b in objectives.blocks),
+        )
+        if self._saved is None or self._saved[0] != shapes:
+            self._saved = (shapes, largest_saved([b.atoms for b in objectives.blocks]))
+        return self._saved[1]
 
     def _plan(
         self, objectives: ObjectiveSet, extras: list[Tensor], *, allow_autojac: bool
-    ) -> MemoryPlan:
-        """This step's memory plan (see `JacobianDescent`), reported the first time."""
+    ) -> tuple[MemoryPlan, list[int]]:
+        """This step's memory plan (see `JacobianDescent`), reported the first time, and the
+        calls whose output gradient the per_sample engine's hooked passes ask for."""
         if self._recorder is None:
             raise RuntimeError("the per_sample engine was not planned for this JacobianDescent")
         gramian_based = gramian_weighting(self._aggregator) is not None
+        calls = self._recorder.calls
+        requested = requested_calls([b.atoms for b in objectives.blocks], calls, extras)
         sizes = measure(
             objectives,
-            self._recorder.calls,
+            calls,
             self._params,
             extras,
             verify=not self._verified,
             gramian_based=gramian_based,
+            saved=self._largest_saved(objectives, calls),
+            requested=requested,
         )
         chosen = plan(
             sizes,
@@ -203,4 +237,4 @@ class Dispatch:
                 f"the per_sample engine's estimated peak exceeds its budget and "
                 f"{self._aggregator} needs the Jacobian whole: {chosen}"
             )
-        return chosen
+        return chosen, requested

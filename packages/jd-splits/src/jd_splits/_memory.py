@@ -43,7 +43,12 @@ class MemorySizes:
     """The largest single module's Jacobian: the streamed path holds one at a time."""
     output_gradients: int
     """One backward pass's gradients of every recorded module output and extra input: the
-    per_sample engine asks autograd for them all at once, so all are alive at its end."""
+    streamed path asks autograd for them all at once (it needs them twice), so all are
+    alive at the pass's end."""
+    requested_gradients: int
+    """What a pass of the per_sample engine keeps to its end: the gradients of the extra
+    inputs and of the outputs it asks autograd for (those with no recorded output
+    upstream); every other output gradient becomes rows in a hook and is freed at once."""
     blocks: int
     """The objectives' blocks (computation graphs) with atoms."""
     passes: int
@@ -100,10 +105,11 @@ class MemoryPlan:
 
 
 def per_sample_peak(s: MemorySizes) -> int:
-    """The largest of its phases: building the Jacobian (it, one pass's output gradients, as
-    a pass's gradients are released before the next pass runs, and the larger of the
-    backward's in-flight gradients and the per-call work), folding it and aggregating."""
-    build = s.jacobian + s.output_gradients + s.verify + max(s.work, s.in_flight)
+    """The largest of its phases: building the Jacobian, folding it and aggregating. While
+    building, a pass holds the Jacobian, its requested gradients (and the parameters'
+    gradients on the checked pass), and the backward's in-flight gradients while a hook
+    makes one call's rows; a pass's gradients are released before the next pass runs."""
+    build = s.jacobian + s.requested_gradients + s.verify + s.in_flight + s.work
     return s.cotangents + max(build, _fold(s), _aggregate(s))
 
 
@@ -142,9 +148,13 @@ def measure(
     *,
     verify: bool,
     gramian_based: bool,
+    saved: int | None = None,
+    requested: Sequence[int] = (),
 ) -> MemorySizes:
     """The sizes of one JD step from the recorded calls, the objectives and their graph
-    (after the forward, before any backward)."""
+    (after the forward, before any backward). `saved`: the bytes of the largest activation
+    the graph saved (`largest_saved` of the blocks' atoms), when already known;
+    `requested`: the calls whose output gradient the hooked passes ask for."""
     base, count = objectives.base_count, objectives.count
     row = _total(params) + _total(extras)
     per_block = passes_per_block(objectives)
@@ -157,6 +167,7 @@ def measure(
         aggregator=0 if gramian_based else AGGREGATOR_COPIES * count * row,
         module_jacobian=base * module_row,
         output_gradients=sum(outputs) + _total(extras),
+        requested_gradients=sum(outputs[i] for i in requested) + _total(extras),
         blocks=sum(n > 0 for n in per_block),
         passes=sum(per_block),
         cotangents=sum(
@@ -164,7 +175,11 @@ def measure(
         ),
         verify=_total(params) if verify else 0,
         work=max((_call_work(call) for call in calls), default=0),
-        in_flight=2 * max(largest_saved([block.atoms for block in objectives.blocks]), *outputs),
+        in_flight=2
+        * max(
+            largest_saved([block.atoms for block in objectives.blocks]) if saved is None else saved,
+            *outputs,
+        ),
     )
 
 

@@ -1,6 +1,7 @@
-"""The backward passes of the `per_sample` engine: each asks autograd for the gradients of
-the recorded `nn.Linear` / `nn.Embedding` outputs (not of the weights), from which the
-per-sample weight gradients follow, and the first one checks itself against autograd."""
+"""The backward passes of the streamed `per_sample` path: each asks autograd for the gradients
+of the recorded `nn.Linear` / `nn.Embedding` outputs (not of the weights), from which the
+per-sample weight gradients follow, and the first one checks itself against autograd. (The
+whole-Jacobian path makes its rows in hooks instead: `_hooked`.)"""
 
 from __future__ import annotations
 
@@ -50,10 +51,7 @@ def backward_passes(
 ) -> Iterator[Pass]:
     """The backward passes, one at a time. With `verify`, the first one also asks autograd
     for the parameters' gradients and checks the per-sample sums against them."""
-    batch = objectives.batch_size
-    if batch is None:
-        raise ValueError("the per_sample engine needs objectives with per-sample structure")
-    check_calls(calls, batch)
+    check_calls(calls, batch_size_of(objectives))
     plan = colours(objectives)
     outputs = [call.output for call in calls]
     for position, colour in enumerate(plan):
@@ -73,11 +71,18 @@ def backward_passes(
                 sums = weighted_sums(
                     calls, [result], params, [(colour.owner >= 0).to(params[0].dtype)]
                 )
-                _verify(params, sums, grads[len(calls) + len(extras) :], 5e-2 if low else 1e-3)
+                verify_sums(params, sums, grads[len(calls) + len(extras) :], 5e-2 if low else 1e-3)
         yield result
         # Release this pass's gradients before the next backward: otherwise two passes'
         # worth (the memory plan counts one) are alive at its end.
         del grads, result
+
+
+def batch_size_of(objectives: ObjectiveSet) -> int:
+    batch = objectives.batch_size
+    if batch is None:
+        raise ValueError("the per_sample engine needs objectives with per-sample structure")
+    return batch
 
 
 def weighted_sums(
@@ -121,7 +126,7 @@ def weighted_sums(
     return out
 
 
-def _verify(
+def verify_sums(
     params: Sequence[Tensor],
     sums: Sequence[Tensor | None],
     reference: Sequence[Tensor | None],

@@ -12,7 +12,7 @@ from ._aggregate import gramian_of
 from ._colours import Colour, extras_gramian
 from ._objective_set import ObjectiveSet
 from ._passes import backward_passes, weighted_sums
-from ._per_sample import accumulate_call
+from ._per_sample import accumulate_module
 from ._recording import Call
 
 
@@ -33,20 +33,15 @@ def per_sample_streamed(
     m = objectives.base_count
     passes = list(backward_passes(objectives, calls, params, extras, verify=verify))
     with torch.no_grad():
-        by_module: dict[int, list[int]] = {}
-        for position, call in enumerate(calls):
-            by_module.setdefault(id(call.module), []).append(position)
         gramian: Tensor | None = None
-        for positions in by_module.values():
+        for positions in calls_by_module(calls):
             module = calls[positions[0]].module
             owned = [p for p in module.parameters(recurse=False) if p.requires_grad]
             slot = {id(p): i for i, p in enumerate(owned)}
             rows: list[Tensor | None] = [None] * len(owned)
             for one in passes:
-                for position in positions:
-                    grad = one.call_grads[position]
-                    if grad is not None:
-                        accumulate_call(calls[position], grad, one.colour, m, slot, rows)
+                pairs = [(calls[i], g) for i in positions if (g := one.call_grads[i]) is not None]
+                accumulate_module(pairs, one.colour, m, slot, rows)
             for jacobian in rows:
                 if jacobian is not None:
                     part = gramian_of([jacobian])
@@ -79,6 +74,15 @@ def per_sample_streamed(
                     scaled = grad * base_weights[one.colour.single].to(grad.dtype)
                 extra_updates[i] = add_optional(extra_updates[i], scaled)
     return gramian, weights, updates, extra_updates
+
+
+def calls_by_module(calls: Sequence[Call]) -> list[list[int]]:
+    """The positions of the calls of each module (a weight shared across calls, as TRM's
+    network applied several times, gets all its calls' rows at once)."""
+    by_module: dict[int, list[int]] = {}
+    for position, call in enumerate(calls):
+        by_module.setdefault(id(call.module), []).append(position)
+    return list(by_module.values())
 
 
 def _sample_weights(colour: Colour, weights: Tensor) -> Tensor:
