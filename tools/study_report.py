@@ -29,7 +29,7 @@ SMOOTHING = 20  # steps of the moving average of the training curves
 def _number(value: float) -> str:
     if not math.isfinite(value):
         return "n/a"
-    if abs(value) >= 20:
+    if abs(value) >= 20 or (value.is_integer() and abs(value) >= 2):  # step counts print whole
         return f"{value:.0f}"
     return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.1e}"
 
@@ -82,7 +82,7 @@ def _diagnostics(
         cos, conflict, step = (row[m]["mean"] for m in DIAGNOSTICS)
         ratio = axis[arm] / axis["sum"] if "sum" in axis else math.nan
         lines.append(
-            f"| `{arm}` | {cos:.3f} | {conflict:.3f} | {step:.2f} | {axis[arm]:.2f}"
+            f"| `{arm}` | {_number(cos)} | {_number(conflict)} | {step:.2f} | {axis[arm]:.2f}"
             f" ({arms[arm][0]['step_time_source']}) | {ratio:.2f}x |"
         )
     return lines
