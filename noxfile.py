@@ -79,10 +79,14 @@ def trmtrain(session: nox.Session) -> None:
     _test_package(session, "trm-train")
 
 
-def _all_packages_editable(session: nox.Session) -> None:
+def _all_packages_editable(session: nox.Session, *, test_extras: tuple[str, ...]) -> None:
+    """Every package, editable; those named in `test_extras` with their test extra."""
     _install(
         session,
-        *[f"./packages/{package}[test]" for package in LOCAL_DEPENDENCIES],
+        *[
+            f"./packages/{package}[test]" if package in test_extras else f"./packages/{package}"
+            for package in LOCAL_DEPENDENCIES
+        ],
         editable=True,
     )
 
@@ -90,14 +94,17 @@ def _all_packages_editable(session: nox.Session) -> None:
 @nox.session
 def integration(session: nox.Session) -> None:
     """All packages together: CLIs end to end and cross-package seams."""
-    _all_packages_editable(session)
+    # trm-train's test extra has what these tests use (pytest, matplotlib). jd-splits' would
+    # add the cvxpy and quadprog solvers torchjd imports when present: seconds more to
+    # install, and about 2 s more in every trm-train process these tests start.
+    _all_packages_editable(session, test_extras=("trm-train",))
     _pytest(session, "tests/integration")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over every package, the tests, the tools and this file."""
-    _all_packages_editable(session)
+    _all_packages_editable(session, test_extras=tuple(LOCAL_DEPENDENCIES))
     _install(session, "mypy", "nox")
     session.run("mypy")
 

@@ -48,14 +48,12 @@ def test_quickstart_writes_a_report(tmp_path: Path) -> None:
 
 def test_the_default_quickstart_trains_on_generated_sudoku(tmp_path: Path) -> None:
     out = tmp_path / "quick"
-    done = _quickstart(out, "--steps", "2", "--num-aug", "1", "--batch-size", "8")
+    # One step: each evaluation of the 500 held-out puzzles costs more than a step.
+    done = _quickstart(out, "--steps", "1", "--num-aug", "1", "--batch-size", "8")
     assert done.returncode == 0, done.stderr
     assert "recipe cpu_sudoku" in done.stderr
-    # One task, its 500 held-out puzzles, evaluated at every step here.
     assert "on 1 held-out tasks (500 test inputs)" in done.stderr
-    assert sorted(p.name for p in (out / "run" / "eval").iterdir()) == [
-        f"step-0000000{step}" for step in (1, 2)
-    ]
+    assert [p.name for p in (out / "run" / "eval").iterdir()] == ["step-00000001"]
     config = json.loads((out / "run" / "config.json").read_text())
     assert config["model"]["mlp_t"] and config["objective"]["split"] == "iwrm_q_halt_in"
     report = (out / "run" / "report.md").read_text()

@@ -138,8 +138,9 @@ def transform_store(tmp_path_factory: pytest.TempPathFactory) -> TransformStore:
         held_out: bool,
         pairs: int = 3,
         tests: int = 1,
+        max_grid: int = 10,
     ) -> Path:
-        key = (tasks, shape, transform, seed, num_aug, held_out, pairs, tests)
+        key = (tasks, shape, transform, seed, num_aug, held_out, pairs, tests, max_grid)
         if key in built:
             return built[key]
         root = tmp_path_factory.mktemp(f"{transform}-store")
@@ -158,7 +159,7 @@ def transform_store(tmp_path_factory: pytest.TempPathFactory) -> TransformStore:
             test_set="tasks" if held_out else None,
             num_aug=num_aug,
             seed=0,
-            max_grid=10,
+            max_grid=max_grid,
         )
         arc_data.build_store(config, root / "store.zarr")
         built[key] = root / "store.zarr"

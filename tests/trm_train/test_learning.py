@@ -3,7 +3,9 @@ and with IWRM + UPGrad: at least 90% of its training examples exactly right.
 
 The calibrated CPU recipe (`cpu`: H 1 / L 2, one supervision step) learns it in 250 steps
 (measured: all examples right at 250 steps, 80-87% at 150, for both splits), in less than
-half the time of the `tiny` recipe's 400 steps."""
+half the time of the `tiny` recipe's 400 steps. The 3 x 3 grids sit on a 4 x 4 canvas (the
+smallest that holds their end markers): 16 tokens instead of 100 make each step ~5x
+cheaper (measured at 250 steps: 99.2% right with `sum`, 100% with IWRM, 40 s per run)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,14 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def mirror_store(transform_store: Callable[..., Path]) -> Path:
     return transform_store(
-        tasks=32, shape=(3, 3), transform="mirror", seed=7, num_aug=0, held_out=False, pairs=4
+        tasks=32,
+        shape=(3, 3),
+        transform="mirror",
+        seed=7,
+        num_aug=0,
+        held_out=False,
+        pairs=4,
+        max_grid=4,
     )
 
 
