@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from study_protocol import ARMS
+from study_protocol import ARMS, CONTROLS
 
 Record = dict[str, Any]
 BOOTSTRAP_SAMPLES = 10_000
@@ -218,6 +218,38 @@ def compare(arms: dict[str, list[Record]]) -> dict[str, dict[str, dict[str, Any]
                 "delta": delta[0],
                 "delta_ci": delta[1:],
                 "pairs": len(pairs),
+            }
+    return table
+
+
+def compare_to_controls(arms: dict[str, list[Record]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """JD arm -> metric -> {"control", "delta", "delta_ci", "pairs"}: the arm minus its GD
+    control (CONTROLS: the same objectives and model, averaged) seed by seed, at equal
+    steps, each run's metrics taken against its own seed's `sum` run as in `compare`.
+    Separates what UPGrad does from what the split's loss and model do."""
+    gd_by_seed = {r["seed"]: r for r in arms.get("sum", [])}
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for arm, control in CONTROLS.items():
+        controls = {r["seed"]: r for r in arms.get(control, [])}
+        paired = [
+            (
+                run_metrics(r, gd_by_seed[r["seed"]]),
+                run_metrics(controls[r["seed"]], gd_by_seed[r["seed"]]),
+            )
+            for r in arms.get(arm, [])
+            if r["seed"] in controls and r["seed"] in gd_by_seed
+        ]
+        if not paired:
+            continue
+        table[arm] = {}
+        for name in paired[0][0]:
+            differences = [a[name] - b[name] for a, b in paired if math.isfinite(a[name] - b[name])]
+            delta = bootstrap_ci(differences or [math.nan])
+            table[arm][name] = {
+                "control": control,
+                "delta": delta[0],
+                "delta_ci": delta[1:],
+                "pairs": len(differences),
             }
     return table
 

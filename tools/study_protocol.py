@@ -94,6 +94,11 @@ ARMS = (
     Arm("stack_internal_losses mean", "stack_internal_losses", ("--aggregator", "mean"), True),
     Arm("stack_supervisions_and_sum", "stack_supervisions_and_sum", short=True),
 )
+# Each JD arm whose loss differs from `sum`'s, with the arm that runs GD on the same loss.
+CONTROLS = {
+    "stack_internal_losses": "stack_internal_losses mean",
+    "stack_supervisions_and_iwrm": "stack_supervisions_and_sum",
+}
 QUICK_ARMS = ("sum", "iwrm_q_halt_in")
 SGD_ARMS = ("sum", "iwrm_q_halt_in")
 # Log-spaced SGD learning rates, tuned per arm on the first seed by the training-loss AUC

@@ -13,6 +13,7 @@ from study_analysis import (
     arm_order,
     cells,
     compare,
+    compare_to_controls,
     lm_losses,
     load_probes,
     load_records,
@@ -88,6 +89,21 @@ def _diagnostics(
     return lines
 
 
+def _controls(arms: dict[str, list[Record]]) -> list[str]:
+    """Each JD arm against its GD control, at equal steps."""
+    table = compare_to_controls(arms)
+    if not table:
+        return []
+    header = ["arm", "control", "seeds", *(f"Δ {metric}" for metric in EQUAL_STEPS)]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for arm, row in table.items():
+        first = row[EQUAL_STEPS[0]]
+        cells = [f"`{arm}`", f"`{first['control']}`", str(first["pairs"])]
+        cells += [_cell(row[metric], delta=True) for metric in EQUAL_STEPS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _sweep(records: list[Record], family: str) -> list[str]:
     runs = [r for r in records if r["family"] == family and r["optimizer"] == "sgd"]
     first = min((r["seed"] for r in runs), default=0)
@@ -126,6 +142,10 @@ def write_tables(
         lines += ["", f"## {family}, {optimizer}, {steps} steps", ""]
         lines += ["Equal steps:", "", *_table(table, EQUAL_STEPS, arms), ""]
         lines += ["Equal wall time:", "", *_table(table, EQUAL_TIME, arms), ""]
+        controls = _controls(arms)
+        if controls:
+            lines += ["UPGrad against its GD control (paired by seed, equal steps):", ""]
+            lines += [*controls, ""]
         lines += ["Diagnostics (means over seeds):", "", *_diagnostics(table, arms)]
         if optimizer == "sgd":
             lines += ["", "Learning-rate sweep:", "", *_sweep(records, family)]

@@ -109,6 +109,28 @@ def test_paired_comparison_calls_a_constant_gain_real(analysis: ModuleType) -> N
     assert table["sum"]["pass@1"]["delta"] == 0.0
 
 
+def test_a_jd_arm_is_compared_with_its_gd_control_seed_by_seed(analysis: ModuleType) -> None:
+    # Seed by seed the JD arm solves 0.05 more than its control and its loss is 0.1 lower;
+    # `sum` scores differ from both, so a comparison through `sum` would not give these.
+    arm, control = "stack_supervisions_and_iwrm", "stack_supervisions_and_sum"
+    arms: dict[str, list[dict[str, Any]]] = {"sum": [], arm: [], control: []}
+    for seed, base in enumerate((0.1, 0.3, 0.2)):
+        arms["sum"].append(record("sum", seed, [2.0] * 4, 1.0, [(4, 0.5, ["a", "b"])]))
+        arms[control].append(record(control, seed, [1.0 + base] * 4, 1.0, [(4, base, ["a"])]))
+        arms[arm].append(
+            record(arm, seed, [0.9 + base] * 4, 1.0, [(4, base + 0.05, ["a", "b", "c"])])
+        )
+    arms[arm].append(record(arm, 7, [0.5] * 4, 1.0, [(4, 0.9, [])]))  # no control: unpaired
+    table = analysis.compare_to_controls(arms)
+    assert list(table) == [arm]
+    score, loss, never = (table[arm][m] for m in ("pass@1", "LM loss AUC", "never solved"))
+    assert score["control"] == control and score["pairs"] == 3
+    assert score["delta"] == pytest.approx(0.05) and loss["delta"] == pytest.approx(-0.1)
+    assert score["delta_ci"] == pytest.approx((0.05, 0.05))
+    # 3 of 4 items solved against 1 of 4: the never-solved share drops by a half.
+    assert never["delta"] == pytest.approx(-0.5)
+
+
 def test_sgd_rate_is_the_lowest_first_half_auc_once_the_sweep_is_complete(
     analysis: ModuleType, tmp_path: Path
 ) -> None:
