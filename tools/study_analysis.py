@@ -23,6 +23,7 @@ from study_protocol import ARMS, CONTROLS
 Record = dict[str, Any]
 BOOTSTRAP_SAMPLES = 10_000
 EQUAL_TIME_METRICS = ("pass@1 at GD time", "LM loss at GD time")
+LOW_COSINE = 0.9
 
 
 def load_records(records_dir: Path) -> list[Record]:
@@ -139,6 +140,10 @@ def run_metrics(record: Record, gd: Record) -> dict[str, float]:
         "LM loss at GD time": loss_at_gd_time,
         "GD cosine": statistics.fmean(_finite(train["gd_cosine"]) or [math.nan]),
         "conflict share": statistics.fmean(_finite(train["conflict_share"]) or [math.nan]),
+        # The write-up saw the cosine "almost always 1" with rare dips: how rare here.
+        "GD cosine < 0.9": statistics.fmean(
+            [c < LOW_COSINE for c in _finite(train["gd_cosine"])] or [math.nan]
+        ),
         "step s": run_step_time(record),
     }
 

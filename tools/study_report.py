@@ -23,7 +23,7 @@ from study_analysis import (
 
 EQUAL_STEPS = ("pass@1", "LM loss AUC", "never solved", "steps to half GD")
 EQUAL_TIME = ("pass@1 at GD time", "LM loss at GD time")
-DIAGNOSTICS = ("GD cosine", "conflict share", "step s")
+DIAGNOSTICS = ("GD cosine", "GD cosine < 0.9", "conflict share", "step s")
 SMOOTHING = 20  # steps of the moving average of the training curves
 
 
@@ -74,16 +74,18 @@ def _diagnostics(
 ) -> list[str]:
     """Means over seeds, and the seconds per step of each arm's time axis."""
     lines = [
-        "| arm | GD cosine | conflict share | step s (runs) | step s (axis) | axis vs sum |",
-        "|---|---|---|---|---|---|",
+        "| arm | GD cosine | steps with GD cosine < 0.9 | conflict share | step s (runs)"
+        " | step s (axis) | axis vs sum |",
+        "|---|---|---|---|---|---|---|",
     ]
     axis = {arm: step_time(runs[0]) for arm, runs in arms.items()}
     for arm in arm_order(list(table)):
         row = table[arm]
-        cos, conflict, step = (row[m]["mean"] for m in DIAGNOSTICS)
+        cos, low, conflict, step = (row[m]["mean"] for m in DIAGNOSTICS)
         ratio = axis[arm] / axis["sum"] if "sum" in axis else math.nan
         lines.append(
-            f"| `{arm}` | {_number(cos)} | {_number(conflict)} | {step:.2f} | {axis[arm]:.2f}"
+            f"| `{arm}` | {_number(cos)} | {_number(low)} | {_number(conflict)} | {step:.2f}"
+            f" | {axis[arm]:.2f}"
             f" ({arms[arm][0]['step_time_source']}) | {ratio:.2f}x |"
         )
     return lines

@@ -67,6 +67,7 @@ def record(
 def test_metrics_of_one_run_against_hand_computed_values(analysis: ModuleType) -> None:
     gd = record("sum", 0, [4.0, 3.0, 2.0, 1.0], 1.0, [(2, 0.2, ["a"]), (4, 0.4, ["b"])])
     jd = record("jd", 0, [4.0, 2.0, 2.0, 0.0], 2.0, [(2, 0.1, ["a"]), (4, 0.6, ["a", "c"])])
+    jd["train"]["gd_cosine"] = [1.0, 0.5, 0.5, 0.0]
     metrics = analysis.run_metrics(jd, gd)
     assert metrics["pass@1"] == 0.6
     assert metrics["LM loss AUC"] == 2.0  # (4 + 2 + 2 + 0) / 4
@@ -77,6 +78,7 @@ def test_metrics_of_one_run_against_hand_computed_values(analysis: ModuleType) -
     assert metrics["pass@1 at GD time"] == 0.1
     assert metrics["LM loss at GD time"] == 2.0
     assert (metrics["GD cosine"], metrics["conflict share"], metrics["step s"]) == (0.5, 0.25, 2.0)
+    assert metrics["GD cosine < 0.9"] == 0.75
     assert analysis.run_metrics(gd, gd)["never solved"] == 0.5  # a, b
 
 
