@@ -251,6 +251,16 @@ def run_record(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def code_commit() -> str | None:
+    """The checked-out commit of this repository ("+" when files differ from it)."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return None
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "packages"], check=False)
+    return head.stdout.strip() + ("+" if dirty.returncode != 0 else "")
+
+
 def probe_record(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """A timing probe's step times and their median past the first PROBE_WARMUP steps."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -267,6 +277,7 @@ def probe_record(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
         "command": " ".join(spec.command(Path("STORE"), Path("RUN"))[1:]),
         "step_seconds": [_rounded(s) for s in seconds],
         "seconds_per_step": _rounded(statistics.median(timed)),
+        "code": code_commit(),  # the probe times this code, not that of the runs
     }
 
 

@@ -54,6 +54,9 @@ def test_study_trains_the_grid_writes_records_tables_and_plots(tmp_path: Path) -
     assert probes == [f"sudoku-adam_atan2-{arm}-probe" for arm in ("iwrm_q_halt_in", "sum")]
     probe = json.loads((out / "timing" / "sudoku-adam_atan2-sum-probe.json").read_text())
     assert len(probe["step_seconds"]) == 2 and probe["seconds_per_step"] == probe["step_seconds"][1]
+    # The commit of the code the probe timed (the runs may have trained an older one).
+    if (ROOT / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{7,40}\+?", probe["code"]), probe["code"]
     assert re.findall(r"\d \((probe|runs)\) \|", tables) == ["probe"] * 2
     assert (out / "sudoku-adam_atan2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
