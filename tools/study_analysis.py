@@ -24,6 +24,7 @@ Record = dict[str, Any]
 BOOTSTRAP_SAMPLES = 10_000
 EQUAL_TIME_METRICS = ("pass@1 at GD time", "LM loss at GD time")
 LOW_COSINE = 0.9
+LOW_COSINE_SHARE = f"GD cosine < {LOW_COSINE:g}"
 
 
 def load_records(records_dir: Path) -> list[Record]:
@@ -141,7 +142,7 @@ def run_metrics(record: Record, gd: Record) -> dict[str, float]:
         "GD cosine": statistics.fmean(_finite(train["gd_cosine"]) or [math.nan]),
         "conflict share": statistics.fmean(_finite(train["conflict_share"]) or [math.nan]),
         # The write-up saw the cosine "almost always 1" with rare dips: how rare here.
-        "GD cosine < 0.9": statistics.fmean(
+        LOW_COSINE_SHARE: statistics.fmean(
             [c < LOW_COSINE for c in _finite(train["gd_cosine"])] or [math.nan]
         ),
         "step s": run_step_time(record),
@@ -236,6 +237,9 @@ def compare_to_controls(arms: dict[str, list[Record]]) -> dict[str, dict[str, di
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for arm, control in CONTROLS.items():
         controls = {r["seed"]: r for r in arms.get(control, [])}
+        for r in arms.get(arm, []):
+            if r["seed"] in controls and r["steps"] != controls[r["seed"]]["steps"]:
+                raise ValueError(f"{arm} and {control} ran different steps for seed {r['seed']}")
         paired = [
             (
                 run_metrics(r, gd_by_seed[r["seed"]]),

@@ -252,13 +252,24 @@ def run_record(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
 
 
 def code_commit() -> str | None:
-    """The checked-out commit of this repository ("+" when files differ from it)."""
-    git = ["git", "-C", str(ROOT)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    if head.returncode != 0:
+    """The commit of the checkout whose trm-train the runs import (the study's own
+    PYTHONPATH reaches its subprocesses), "+" when its packages differ from that commit;
+    None outside a git checkout."""
+    import trm_train  # where the trm-train processes import it from
+
+    git = ["git", "-C", str(Path(trm_train.__file__).parent)]
+    try:
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        top = subprocess.run([*git, "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+        if head.returncode != 0 or top.returncode != 0:
+            return None
+        status = [*git, "-C", top.stdout.strip(), "status", "--porcelain", "--", "packages"]
+        changes = subprocess.run(status, capture_output=True, text=True).stdout
+    except OSError:  # no git
         return None
-    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "packages"], check=False)
-    return head.stdout.strip() + ("+" if dirty.returncode != 0 else "")
+    return head.stdout.strip() + ("+" if changes.strip() else "")
 
 
 def probe_record(spec: RunSpec, run_dir: Path) -> dict[str, Any]:

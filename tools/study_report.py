@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from study_analysis import (
+    LOW_COSINE_SHARE,
     Record,
     arm_order,
     cells,
@@ -23,26 +24,28 @@ from study_analysis import (
 
 EQUAL_STEPS = ("pass@1", "LM loss AUC", "never solved", "steps to half GD")
 EQUAL_TIME = ("pass@1 at GD time", "LM loss at GD time")
-DIAGNOSTICS = ("GD cosine", "GD cosine < 0.9", "conflict share", "step s")
+COUNTS = ("steps to half GD",)
+DIAGNOSTICS = ("GD cosine", LOW_COSINE_SHARE, "conflict share", "step s")
 SMOOTHING = 20  # steps of the moving average of the training curves
 
 
-def _number(value: float) -> str:
+def _number(value: float, whole: bool = False) -> str:
     if not math.isfinite(value):
         return "n/a"
-    if abs(value) >= 20 or (value.is_integer() and abs(value) >= 2):  # step counts print whole
+    if abs(value) >= 20 or (whole and value.is_integer()):
         return f"{value:.0f}"
     return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.1e}"
 
 
-def _cell(entry: dict[str, Any], delta: bool) -> str:
+def _cell(entry: dict[str, Any], delta: bool, whole: bool = False) -> str:
+    """`whole`: a count (of steps), printed without decimals where it is one."""
     mean = entry["delta"] if delta else entry["mean"]
     low, high = entry["delta_ci"] if delta else entry["ci"]
     if not math.isfinite(mean):
         return "n/a"
-    text = f"{'+' if delta and mean >= 0 else ''}{_number(mean)}"
+    text = f"{'+' if delta and mean >= 0 else ''}{_number(mean, whole)}"
     if math.isfinite(low):
-        text += f" [{_number(low)}, {_number(high)}]"
+        text += f" [{_number(low, whole)}, {_number(high, whole)}]"
     if delta and math.isfinite(low) and (low > 0 or high < 0):
         text = f"**{text}**"  # the interval excludes 0: a real difference
     return text
@@ -63,8 +66,9 @@ def _table(
         cells = [f"`{arm}`", str(len(first["values"])), str(arms[arm][0]["steps"])]
         for metric in metrics:
             entry = row[metric]
-            cells.append(_cell(entry, delta=False))
-            cells.append("—" if arm == "sum" else _cell(entry, delta=True))
+            whole = metric in COUNTS
+            cells.append(_cell(entry, delta=False, whole=whole))
+            cells.append("—" if arm == "sum" else _cell(entry, delta=True, whole=whole))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -74,7 +78,7 @@ def _diagnostics(
 ) -> list[str]:
     """Means over seeds, and the seconds per step of each arm's time axis."""
     lines = [
-        "| arm | GD cosine | steps with GD cosine < 0.9 | conflict share | step s (runs)"
+        f"| arm | GD cosine | steps with {LOW_COSINE_SHARE} | conflict share | step s (runs)"
         " | step s (axis) | axis vs sum |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -101,7 +105,7 @@ def _controls(arms: dict[str, list[Record]]) -> list[str]:
     for arm, row in table.items():
         first = row[EQUAL_STEPS[0]]
         cells = [f"`{arm}`", f"`{first['control']}`", str(first["pairs"])]
-        cells += [_cell(row[metric], delta=True) for metric in EQUAL_STEPS]
+        cells += [_cell(row[m], delta=True, whole=m in COUNTS) for m in EQUAL_STEPS]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -55,8 +55,13 @@ def test_study_trains_the_grid_writes_records_tables_and_plots(tmp_path: Path) -
     probe = json.loads((out / "timing" / "sudoku-adam_atan2-sum-probe.json").read_text())
     assert len(probe["step_seconds"]) == 2 and probe["seconds_per_step"] == probe["step_seconds"][1]
     # The commit of the code the probe timed (the runs may have trained an older one).
-    if (ROOT / ".git").exists():
-        assert re.fullmatch(r"[0-9a-f]{7,40}\+?", probe["code"]), probe["code"]
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    if head.returncode == 0:
+        assert probe["code"].rstrip("+") == head.stdout.strip()
+    else:
+        assert probe["code"] is None
     assert re.findall(r"\d \((probe|runs)\) \|", tables) == ["probe"] * 2
     assert (out / "sudoku-adam_atan2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -75,8 +80,10 @@ def study(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
 
 
 def _made_up_record(spec: Any, run_dir: Path) -> dict[str, Any]:
-    """A finished run whose training loss falls fastest at SGD rate 0.03 (then 0.1, 0.01)."""
+    """A finished run whose training loss falls fastest at SGD rate 0.03 (then 0.1, 0.01),
+    and faster with UPGrad on the internal losses than with their mean."""
     speed = {None: 0.2, 0.01: 0.1, 0.03: 0.3, 0.1: 0.2}[spec.lr]
+    speed += 0.05 if spec.arm.name == "stack_internal_losses" else 0.0
     losses = [2.0 - speed * step for step in range(spec.length)]
     steps = spec.length
     return {
@@ -97,7 +104,8 @@ def _made_up_record(spec: Any, run_dir: Path) -> dict[str, Any]:
             "conflict_share": [0.0] * steps,
         },
         "evals": [
-            {"step": steps, "train_seconds": steps, "pass@1": 0.5, "pass@2": 0.5, "solved": ["a"]}
+            {"step": step, "train_seconds": step, "pass@1": 0.5, "pass@2": 0.5, "solved": ["a"]}
+            for step in range(spec.eval_every, steps + 1, spec.eval_every)
         ],
     }
 
@@ -123,23 +131,31 @@ def test_study_tunes_sgd_on_the_first_seed_then_trains_the_others_at_that_rate(
     monkeypatch.setattr(study, "run_record", _made_up_record)
     monkeypatch.setattr(study, "probe_record", _made_up_probe)
     arguments = [
-        "--family", "sudoku", "--steps", "4", "--seeds", "0,1,2", "--arms", "sum,iwrm_q_halt_in",
+        "--family", "sudoku", "--steps", "6", "--seeds", "0,1,2",
+        "--arms", "sum,iwrm_q_halt_in,stack_internal_losses,stack_internal_losses mean",
         "--sgd-lrs", "0.01,0.03,0.1", "--probe-steps", "3", "--jobs", "1",
         "--work-dir", str(tmp_path / "work"), "--out-dir", str(tmp_path / "docs"),
     ]  # fmt: skip
     result = CliRunner().invoke(study.main, arguments)
     assert result.exit_code == 0, result.output
-    arms = ("sum", "iwrm_q_halt_in")
+    arms = ("sum", "iwrm_q_halt_in")  # the SGD arms
+    adam = (*arms, "stack_internal_losses", "stack_internal_losses-mean")
     # One job: runs start in the order submitted. Seed-major AdamATan2 grid with the SGD
     # sweep after the first seed; then the other seeds with SGD at the rate of the lowest
     # first-half loss AUC (0.03 for both arms); last, one probe per arm and optimizer.
     assert trained == [
-        *(f"sudoku-adam_atan2-{arm}-seed0" for arm in arms),
+        *(f"sudoku-adam_atan2-{arm}-seed0" for arm in adam),
         *(f"sudoku-sgd-{arm}-lr{lr}-seed0" for arm in arms for lr in ("0.01", "0.03", "0.1")),
-        *(f"sudoku-adam_atan2-{arm}-seed{seed}" for seed in (1, 2) for arm in arms),
+        *(f"sudoku-adam_atan2-{arm}-seed{seed}" for seed in (1, 2) for arm in adam),
         *(f"sudoku-sgd-{arm}-lr0.03-seed{seed}" for arm in arms for seed in (1, 2)),
         *(f"sudoku-{o}-{arm}{lr}-probe" for arm in arms for o, lr in (("adam_atan2", ""), ("sgd", "-lr0.01"))),
+        *(f"sudoku-adam_atan2-{arm}-probe" for arm in adam[2:]),
     ]  # fmt: skip
     tables = (tmp_path / "docs" / "tables.md").read_text()
-    assert "## sudoku, sgd, 4 steps" in tables and "| `iwrm_q_halt_in` | 0.03 |" in tables
+    assert "## sudoku, sgd, 6 steps" in tables and "| `iwrm_q_halt_in` | 0.03 |" in tables
+    # The JD arm against its GD control over 3 seeds: the same score, solved items and
+    # steps to half GD's score; an LM-loss AUC 0.05 x 0.5 lower over its 2 steps.
+    row = "| `stack_internal_losses` | `stack_internal_losses mean` | 3 | +0.000 [0.000, 0.000]"
+    row += " | **-0.025 [-0.025, -0.025]** | +0.000 [0.000, 0.000] | +0 [0, 0] |"  # bold: real
+    assert row in tables
     assert (tmp_path / "docs" / "sudoku-sgd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -123,6 +123,7 @@ def test_a_jd_arm_is_compared_with_its_gd_control_seed_by_seed(analysis: ModuleT
             record(arm, seed, [0.9 + base] * 4, 1.0, [(4, base + 0.05, ["a", "b", "c"])])
         )
     arms[arm].append(record(arm, 7, [0.5] * 4, 1.0, [(4, 0.9, [])]))  # no control: unpaired
+    arms[control].reverse()  # pairs are made by seed, not by position
     table = analysis.compare_to_controls(arms)
     assert list(table) == [arm]
     score, loss, never = (table[arm][m] for m in ("pass@1", "LM loss AUC", "never solved"))

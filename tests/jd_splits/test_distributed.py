@@ -100,7 +100,11 @@ def worker_outputs(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int, 
         )
         for rank in range(2)
     ]
-    outputs = [worker.communicate(timeout=180)[0] for worker in workers]
+    try:
+        outputs = [worker.communicate(timeout=180)[0] for worker in workers]
+    finally:  # a hung rank must not outlive the test
+        for worker in workers:
+            worker.kill()
     return [(worker.returncode, output) for worker, output in zip(workers, outputs, strict=True)]
 
 
