@@ -9,7 +9,6 @@ from arc_data._augment import (
     DIHEDRAL_NAMES,
     Augmentation,
     dihedral,
-    sample_augmentations,
 )
 from arc_data._batches import Batch, iter_test_batches, make_batch
 from arc_data._build import BuildConfig, BuildReport, build_store
@@ -29,6 +28,7 @@ from arc_data._sampling import TrainSampler
 from arc_data._sources import parse_source, read_subsets
 from arc_data._store import ArcStore, Split, StoreMetadata, open_store
 from arc_data._task import MAX_GRID_SIZE, Grid, Pair, Task, parse_grid, parse_task, task_to_json
+from arc_data._versions import sample_augmentations
 
 __all__ = [
     "ARC_PALETTE",

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import attrs
 import numpy as np
 
-from arc_data._augment import Versions, sample_versions
+from arc_data._augment import Versions
 from arc_data._canvases import (
     CHUNK_CANVASES,
     Tokens,
@@ -26,6 +26,7 @@ from arc_data._canvases import (
 )
 from arc_data._layout import SPLITS
 from arc_data._task import Pair, Task
+from arc_data._versions import sample_versions
 from arc_data._zarr_io import ShardWriter
 
 # Canvases being encoded at once (more when one slice has more): enough to keep the
