@@ -54,7 +54,7 @@ def _install(session: nox.Session, *requirements: str, editable: bool = False) -
 PARALLEL = ["-n", "auto", "--dist", "loadfile"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # Let the tests write bytecode even where the machine's environment forbids it
-# (PYTHONDONTWRITEBYTECODE, set in this project's containers): the suite starts about a hundred
+# (PYTHONDONTWRITEBYTECODE, set in this project's containers): the suite starts dozens of
 # Python processes (workers, CLIs, torchrun ranks), and without cached bytecode each one
 # compiles the torch modules it imports again, 2-3 s of CPU per process.
 BYTECODE: dict[str, str | None] = {"PYTHONDONTWRITEBYTECODE": None}
