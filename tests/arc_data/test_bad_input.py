@@ -226,8 +226,21 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     result = run_build(prefix, output)
     assert result.exit_code == 2 and "already exists (pass --overwrite" in result.stderr
     assert (output / "keep.txt").read_text() == "mine"
-    assert run_build(prefix, output, "--overwrite").exit_code == 0
-    assert not (output / "keep.txt").exists() and (output / "zarr.json").is_file()
+    # --overwrite replaces an arc-data store, never a folder of other files.
+    result = run_build(prefix, output, "--overwrite")
+    assert result.exit_code == 2, result.output
+    assert "exists and is not an arc-data store; --overwrite replaces stores only" in result.stderr
+    assert sorted(p.name for p in output.iterdir()) == ["keep.txt"]
+    (output / "keep.txt").unlink()
+    assert run_build(prefix, output, "--overwrite").exit_code == 0  # an empty folder
+    first = (output / "zarr.json").read_bytes()
+    assert run_build(prefix, output, "--overwrite", "--seed", "1").exit_code == 0  # a store
+    assert (output / "zarr.json").read_bytes() != first
+    # Nor a file.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert run_build(prefix, notes, "--overwrite").exit_code == 2
+    assert notes.read_text() == "mine"
 
 
 # Fuzzing: whatever JSON the readers get, they return tasks or raise ArcDataError.

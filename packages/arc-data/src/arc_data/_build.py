@@ -106,6 +106,8 @@ def _build(
 ) -> BuildReport:
     if output.exists() and not overwrite:
         raise ArcDataError(f"{output}: already exists (pass --overwrite to replace it)")
+    if output.exists():
+        _check_replaceable(output)
     sources = [parse_source(spec, seed=config.seed) for spec in config.sources]
     tasks_by_subset = read_subsets(sources, config.subsets)
     selected, skipped, unlabelled = _select(config, tasks_by_subset)
@@ -279,6 +281,22 @@ def _metadata(
         "skipped_tasks": list(skipped),
         "unlabelled_test_pairs_skipped": unlabelled,
     }
+
+
+def _check_replaceable(output: Path) -> None:
+    """`--overwrite` replaces a store (complete or not) or an empty folder, never other
+    files: a mistyped `--output` must not delete someone's folder."""
+    if output.is_dir() and not any(output.iterdir()):
+        return
+    try:
+        format_name = zarr.open_group(output, mode="r").attrs.get("format")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, NotADirectoryError):
+        format_name = None
+    if format_name != FORMAT_NAME:
+        raise ArcDataError(
+            f"{output}: exists and is not an arc-data store; --overwrite replaces stores "
+            "only (remove it yourself if it should go)"
+        )
 
 
 def _replace(partial: Path, output: Path) -> None:

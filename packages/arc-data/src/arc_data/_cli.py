@@ -116,7 +116,11 @@ def main() -> None:
     type=click.Path(path_type=Path),
     help="Directory of the zarr store to create (e.g. data/arc2.zarr).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing store at --output.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing store (or empty folder) at --output; anything else is refused.",
+)
 @_reports_errors("output")
 def build(
     sources: tuple[str, ...],
