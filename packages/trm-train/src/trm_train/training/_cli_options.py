@@ -116,7 +116,11 @@ TRAINING_OPTIONS: list[Callable[[Any], Any]] = [
         "--grad-accum",
         type=click.IntRange(min=1),
         default=None,
-        help="Micro-steps per optimizer step.",
+        help="Micro-steps per optimizer step. Each micro-step aggregates its own objectives and "
+        "the optimizer takes the sum: one step on the concatenated batch for a split of one "
+        "objective or the `sum` aggregator; with `mean`, UPGrad and the other averaging "
+        "aggregators, about ACCUM times that step's size (which AdamATan2 ignores, SGD does "
+        "not).",
     ),
     click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps."),
     click.option(
