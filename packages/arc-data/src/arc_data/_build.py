@@ -104,9 +104,9 @@ def build_store(
 def _build(
     config: BuildConfig, output: Path, overwrite: bool, progress: ProgressFactory | None
 ) -> BuildReport:
-    if output.exists() and not overwrite:
-        raise ArcDataError(f"{output}: already exists (pass --overwrite to replace it)")
     if output.exists():
+        if not overwrite:
+            raise ArcDataError(f"{output}: already exists (pass --overwrite to replace it)")
         _check_replaceable(output)
     sources = [parse_source(spec, seed=config.seed) for spec in config.sources]
     tasks_by_subset = read_subsets(sources, config.subsets)
